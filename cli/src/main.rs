@@ -1,0 +1,47 @@
+//! `sextant`: the command-line face of Sextant — the demo, the scene simulator, and (as they land)
+//! map building, localisation, pose solving, evaluation, models, the backend and the agent.
+//!
+//! Raw flags are parsed by clap into the `*Args` structs of each subcommand module, which turn them
+//! into validated configurations before any work starts. Errors are reported with `anyhow` context
+//! and a non-zero exit status.
+
+use clap::{Parser, Subcommand};
+
+/// Sextant: on-device visual positioning, with the machinery around it.
+#[derive(Debug, Parser)]
+#[command(name = "sextant", version, about, long_about = None)]
+struct Cli {
+    /// Log verbosity, as a tracing filter (e.g. `info`, `debug`, `sextant_sim=trace`).
+    #[arg(long, global = true, default_value = "warn", env = "SEXTANT_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {}
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
