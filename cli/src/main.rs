@@ -7,6 +7,15 @@
 
 use clap::{Parser, Subcommand};
 
+mod backend;
+mod demo;
+mod eval;
+mod eval_features;
+mod features;
+mod model;
+mod pnp;
+mod scene;
+
 /// Sextant: on-device visual positioning, with the machinery around it.
 #[derive(Debug, Parser)]
 #[command(name = "sextant", version, about, long_about = None)]
@@ -19,7 +28,22 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Solve absolute-pose problem files (pnp-problem/1) and write result files.
+    Pnp(pnp::PnpArgs),
+    /// Evaluations with ground truth (`eval pnp`).
+    Eval(eval::EvalArgs),
+    /// Keypoints, descriptors and matches of images as JSON files (`features extract|match`).
+    Features(features::FeaturesArgs),
+    /// Render simulator sessions from textured scenes (`scene render|check|list`).
+    Scene(scene::SceneArgs),
+    /// Render a sample scene into ./sextant-demo and report (no input files needed).
+    Demo(demo::DemoArgs),
+    /// The learned descriptor model (`model build`).
+    Model(model::ModelArgs),
+    /// Fleet PKI and the model release key (`backend ca init`, `issue-device`, `keygen`, …).
+    Backend(backend::BackendArgs),
+}
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -34,7 +58,15 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Pnp(args) => pnp::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Features(args) => features::run(args),
+        Command::Scene(args) => scene::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Model(args) => model::run(args),
+        Command::Backend(args) => backend::run(args),
+    }
 }
 
 fn init_logging(filter: &str) {

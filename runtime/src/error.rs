@@ -16,6 +16,9 @@ pub enum Error {
     /// An image whose dimensions and data length disagree.
     #[error("invalid image: {0}")]
     InvalidImage(String),
+    /// A feature extraction or matching input or setting out of range.
+    #[error(transparent)]
+    Features(#[from] crate::features::FeatureError),
 }
 
 /// The runtime's result type.

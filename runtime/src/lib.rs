@@ -31,8 +31,11 @@
 #![warn(missing_docs)]
 
 pub mod camera;
+pub mod descriptor;
 pub mod error;
+pub mod features;
 pub mod frame;
+pub mod geometry;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod image;

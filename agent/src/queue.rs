@@ -1,0 +1,871 @@
+//! The durable telemetry queue: append-only segment files of checksummed records.
+//!
+//! # On disk
+//!
+//! A queue is a directory holding `state` (a checksummed cursor file, see
+//! [`crate::fsutil::write_state_file`]) and segment files `seg-<first sequence, 20 digits>.log`.
+//! A segment is a run of records, each
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 4 | payload length `n` (u32 LE) |
+//! | 4 | CRC32C of the other header fields and the payload (u32 LE) |
+//! | 8 | sequence number (u64 LE) |
+//! | 8 | recorded-at time, ms since the Unix epoch (u64 LE) |
+//! | n | payload |
+//!
+//! The device id is stored once, in `state`; every record returned carries `(device, sequence)`.
+//!
+//! # Crash safety
+//!
+//! An append writes the whole record (or a batch of records) with `write(2)` calls on a file
+//! opened for appending, and returns only after the bytes are in the kernel. A `kill -9` at any
+//! instant therefore leaves a prefix of the records, possibly followed by one torn record. On
+//! open every segment is scanned: the first record whose length runs past the end of the file,
+//! whose checksum fails, or whose sequence number does not increase ends the segment, and the
+//! file is truncated there. A torn record is never returned and nothing after it is misread.
+//!
+//! `state` holds the ack cursor (`acked_through`: every record with a sequence number at or below
+//! it is deleted, whether acknowledged or dropped), the drop counters, and a sequence
+//! reservation. It is replaced atomically (temp file, fsync, rename, directory fsync). Deleting
+//! records writes the cursor first and removes whole segments after, so a crash between the two
+//! only leaves segments that the next open deletes.
+//!
+//! # Fsync policy
+//!
+//! With [`SyncPolicy::EveryAppend`] (the default) each append (or batch) is `fdatasync`ed before
+//! it returns: what an append returned survives power loss, at one fsync per call — which is why
+//! the agent drains the frame path's hand-off queue in batches and appends them with
+//! [`TelemetryQueue::append_batch`]. With [`SyncPolicy::Manual`] appends survive a process kill
+//! (the kernel has the bytes) and the caller decides when to call [`TelemetryQueue::sync`] for
+//! power-loss durability.
+//!
+//! Sequence numbers stay monotonic across restarts and power loss: the state file reserves a
+//! block of [`SEQ_RESERVATION`] numbers ahead of use, and a reopened queue continues after the
+//! reservation, so a number whose record was lost in a power cut is never reused for another
+//! record. Numbers therefore have gaps after a restart; the backend must not assume contiguity.
+//!
+//! # Caps
+//!
+//! Item, byte and age caps drop the oldest records first. When a count or byte cap is exceeded
+//! the queue drops down to 15/16 of the cap, so that a queue running full persists its cursor
+//! once per sixteenth of the cap rather than once per append. Every dropped record is counted
+//! by cause in [`DropCounts`], which is persisted in `state` and reported in [`QueueStats`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{AgentError, Result};
+use crate::fsutil::{self, AppendFile, Disk, RealDisk};
+
+/// Bytes of a record header.
+pub const RECORD_HEADER: usize = 24;
+
+/// How many sequence numbers the state file reserves ahead of use.
+pub const SEQ_RESERVATION: u64 = 4096;
+
+const STATE_FILE: &str = "state";
+const STATE_VERSION: u8 = 1;
+
+/// When appends are fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// `fdatasync` before every append (or batch) returns: survives power loss.
+    #[default]
+    EveryAppend,
+    /// Never fsync on append; survives a process kill, and power loss only for data covered by an
+    /// explicit [`TelemetryQueue::sync`].
+    Manual,
+}
+
+/// Limits of a [`TelemetryQueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Most records kept; beyond it the oldest are dropped (`by_items`).
+    pub max_items: u64,
+    /// Most bytes kept on disk (headers included); beyond it the oldest are dropped (`by_bytes`).
+    pub max_bytes: u64,
+    /// Records older than this (by their recorded-at time) are dropped (`by_age`).
+    pub max_age_ms: u64,
+    /// A segment is closed and a new one started once it reaches this size.
+    pub segment_bytes: u64,
+    /// Largest payload accepted.
+    pub max_record_bytes: usize,
+    /// Fsync policy.
+    pub sync: SyncPolicy,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_items: 200_000,
+            max_bytes: 64 << 20,
+            max_age_ms: 7 * 24 * 3600 * 1000,
+            segment_bytes: 1 << 20,
+            max_record_bytes: 64 << 10,
+            sync: SyncPolicy::EveryAppend,
+        }
+    }
+}
+
+impl QueueConfig {
+    fn validate(&self) -> Result<()> {
+        if self.max_items == 0 || self.max_bytes == 0 || self.segment_bytes == 0 {
+            return Err(AgentError::InvalidConfig("queue caps must be positive"));
+        }
+        if (self.max_record_bytes + RECORD_HEADER) as u64 > self.max_bytes {
+            return Err(AgentError::InvalidConfig(
+                "max_record_bytes must fit within max_bytes",
+            ));
+        }
+        if self.max_record_bytes > u32::MAX as usize {
+            return Err(AgentError::InvalidConfig("max_record_bytes exceeds u32"));
+        }
+        Ok(())
+    }
+}
+
+/// Records dropped by the queue's caps (and by the frame-path hand-off), counted since the queue
+/// was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DropCounts {
+    /// Dropped because the item cap was reached.
+    pub by_items: u64,
+    /// Dropped because the byte cap was reached.
+    pub by_bytes: u64,
+    /// Dropped because they were older than the age cap.
+    pub by_age: u64,
+    /// Dropped before reaching the disk queue, because the lock-free hand-off was full
+    /// (reported through [`TelemetryQueue::add_handoff_drops`]).
+    pub by_handoff: u64,
+}
+
+/// One record read back from the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRecord {
+    /// The device the queue belongs to.
+    pub device: Arc<str>,
+    /// Per-device sequence number.
+    pub sequence: u64,
+    /// When it was recorded (ms since the Unix epoch, from the caller's clock).
+    pub recorded_at_ms: u64,
+    /// The payload, byte for byte as appended.
+    pub payload: Vec<u8>,
+}
+
+/// A snapshot of the queue's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Records waiting for acknowledgement.
+    pub items: u64,
+    /// Bytes they take on disk, headers included.
+    pub bytes: u64,
+    /// The sequence number the next append will get.
+    pub next_sequence: u64,
+    /// Every record at or below this sequence number is deleted (acknowledged or dropped).
+    pub acked_through: u64,
+    /// Drop counters by cause.
+    pub dropped: DropCounts,
+    /// Sealed (non-last) segments found damaged on open and truncated at the damage (bit rot or
+    /// a lost write), as opposed to the expected torn tail of the last segment.
+    pub corrupt_segments: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct State {
+    device: String,
+    acked_through: u64,
+    seq_reserved: u64,
+    dropped: DropCounts,
+    corrupt: u64,
+}
+
+impl State {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64 + self.device.len());
+        v.push(STATE_VERSION);
+        v.extend_from_slice(&(self.device.len() as u16).to_le_bytes());
+        v.extend_from_slice(self.device.as_bytes());
+        for x in [
+            self.acked_through,
+            self.seq_reserved,
+            self.dropped.by_items,
+            self.dropped.by_bytes,
+            self.dropped.by_age,
+            self.dropped.by_handoff,
+            self.corrupt,
+        ] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v
+    }
+
+    fn decode(b: &[u8], path: &Path) -> Result<Self> {
+        let bad = |reason| AgentError::CorruptState {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if b.first() != Some(&STATE_VERSION) || b.len() < 3 {
+            return Err(bad("unknown queue state version"));
+        }
+        let n = u16::from_le_bytes([b[1], b[2]]) as usize;
+        if b.len() != 3 + n + 56 {
+            return Err(bad("queue state has the wrong length"));
+        }
+        let device = std::str::from_utf8(&b[3..3 + n])
+            .map_err(|_| bad("device id is not UTF-8"))?
+            .to_owned();
+        let mut xs = [0u64; 7];
+        for (i, x) in xs.iter_mut().enumerate() {
+            let o = 3 + n + 8 * i;
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[o..o + 8]);
+            *x = u64::from_le_bytes(w);
+        }
+        Ok(State {
+            device,
+            acked_through: xs[0],
+            seq_reserved: xs[1],
+            dropped: DropCounts {
+                by_items: xs[2],
+                by_bytes: xs[3],
+                by_age: xs[4],
+                by_handoff: xs[5],
+            },
+            corrupt: xs[6],
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    seq: u64,
+    ts_ms: u64,
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+impl Entry {
+    fn disk_bytes(&self) -> u64 {
+        RECORD_HEADER as u64 + u64::from(self.len)
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    len: u64,
+    last_seq: Option<u64>,
+}
+
+struct Tail {
+    first_seq: u64,
+    file: Box<dyn AppendFile>,
+    /// Length of the good prefix; after a failed write the file may be longer until truncated.
+    good_len: u64,
+    dirty: bool,
+}
+
+/// A durable, capped FIFO of telemetry records for one device. See the module docs.
+pub struct TelemetryQueue {
+    dir: PathBuf,
+    config: QueueConfig,
+    disk: Box<dyn Disk>,
+    device: Arc<str>,
+    state: State,
+    next_seq: u64,
+    /// The highest sequence number actually given to a record (acks are clamped to it).
+    last_assigned: u64,
+    entries: VecDeque<Entry>,
+    live_bytes: u64,
+    segments: BTreeMap<u64, Segment>,
+    tail: Option<Tail>,
+}
+
+impl std::fmt::Debug for TelemetryQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryQueue")
+            .field("dir", &self.dir)
+            .field("device", &self.device)
+            .field("next_seq", &self.next_seq)
+            .field("items", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.log")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+fn record_crc(header_tail: &[u8; 20], payload: &[u8]) -> u32 {
+    // CRC over length (4), sequence (8), time (8) and payload.
+    let c = crc32c::crc32c(&header_tail[..4]);
+    let c = crc32c::crc32c_append(c, &header_tail[4..20]);
+    crc32c::crc32c_append(c, payload)
+}
+
+/// Encodes one record into `out`.
+fn encode_record(out: &mut Vec<u8>, seq: u64, ts_ms: u64, payload: &[u8]) {
+    let mut h = [0u8; 20];
+    h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4..12].copy_from_slice(&seq.to_le_bytes());
+    h[12..20].copy_from_slice(&ts_ms.to_le_bytes());
+    let crc = record_crc(&h, payload);
+    out.extend_from_slice(&h[..4]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&h[4..20]);
+    out.extend_from_slice(payload);
+}
+
+/// Decodes the record at the start of `b`: `Some((seq, ts, payload_len))` if it is whole and its
+/// checksum holds.
+fn decode_record(b: &[u8], max_record: usize) -> Option<(u64, u64, usize)> {
+    if b.len() < RECORD_HEADER {
+        return None;
+    }
+    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    if len > max_record || b.len() < RECORD_HEADER + len {
+        return None;
+    }
+    let crc = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let mut h = [0u8; 20];
+    h[..4].copy_from_slice(&b[..4]);
+    h[4..20].copy_from_slice(&b[8..24]);
+    if record_crc(&h, &b[RECORD_HEADER..RECORD_HEADER + len]) != crc {
+        return None;
+    }
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[8..16]);
+    let seq = u64::from_le_bytes(w);
+    w.copy_from_slice(&b[16..24]);
+    Some((seq, u64::from_le_bytes(w), len))
+}
+
+impl TelemetryQueue {
+    /// Opens (creating if needed) the queue in `dir` for `device`, on the real file system.
+    pub fn open(dir: &Path, device: &str, config: QueueConfig) -> Result<Self> {
+        Self::open_with_disk(dir, device, config, Box::new(RealDisk))
+    }
+
+    /// Opens the queue with a caller-chosen [`Disk`] for appends (fault injection in tests).
+    ///
+    /// Scans every segment, truncating torn or corrupt tails, deletes segments that are wholly
+    /// acknowledged, and refuses a queue that belongs to another device.
+    pub fn open_with_disk(
+        dir: &Path,
+        device: &str,
+        config: QueueConfig,
+        disk: Box<dyn Disk>,
+    ) -> Result<Self> {
+        config.validate()?;
+        if device.is_empty() || device.len() > 128 {
+            return Err(AgentError::InvalidConfig("device id must be 1..=128 bytes"));
+        }
+        fsutil::ensure_dir(dir)?;
+        let state_path = dir.join(STATE_FILE);
+        let state = match fsutil::read_state_file(&state_path)? {
+            Some(b) => State::decode(&b, &state_path)?,
+            None => State {
+                device: device.to_owned(),
+                acked_through: 0,
+                seq_reserved: 0,
+                dropped: DropCounts::default(),
+                corrupt: 0,
+            },
+        };
+        if state.device != device {
+            return Err(AgentError::InvalidConfig(
+                "queue directory belongs to another device",
+            ));
+        }
+        let mut q = TelemetryQueue {
+            dir: dir.to_path_buf(),
+            device: Arc::from(device),
+            config,
+            disk,
+            state,
+            next_seq: 0,
+            last_assigned: 0,
+            entries: VecDeque::new(),
+            live_bytes: 0,
+            segments: BTreeMap::new(),
+            tail: None,
+        };
+        q.scan()?;
+        let last = q.entries.back().map_or(0, |e| e.seq);
+        q.last_assigned = last.max(q.state.acked_through);
+        q.next_seq = last
+            .max(q.state.acked_through)
+            .max(q.state.seq_reserved)
+            .saturating_add(1);
+        q.reserve()?;
+        q.delete_consumed_segments()?;
+        Ok(q)
+    }
+
+    fn scan(&mut self) -> Result<()> {
+        let mut firsts = Vec::new();
+        let rd = std::fs::read_dir(&self.dir)
+            .map_err(|e| AgentError::io("list queue directory", &self.dir, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| AgentError::io("list queue directory", &self.dir, e))?;
+            let name = ent.file_name();
+            if let Some(first) = name.to_str().and_then(parse_segment_name) {
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let n = firsts.len();
+        let mut prev_seq = 0u64;
+        let mut truncated_any = false;
+        for (i, first) in firsts.into_iter().enumerate() {
+            let path = self.dir.join(segment_name(first));
+            let bytes =
+                std::fs::read(&path).map_err(|e| AgentError::io("read segment", &path, e))?;
+            let mut off = 0usize;
+            let mut last_seq = None;
+            while off < bytes.len() {
+                match decode_record(&bytes[off..], self.config.max_record_bytes) {
+                    Some((seq, ts, len)) if seq > prev_seq => {
+                        if seq > self.state.acked_through {
+                            self.entries.push_back(Entry {
+                                seq,
+                                ts_ms: ts,
+                                segment: first,
+                                offset: off as u64,
+                                len: len as u32,
+                            });
+                            self.live_bytes += (RECORD_HEADER + len) as u64;
+                        }
+                        prev_seq = seq;
+                        last_seq = Some(seq);
+                        off += RECORD_HEADER + len;
+                    }
+                    _ => break,
+                }
+            }
+            if off < bytes.len() {
+                if i + 1 < n {
+                    // A sealed segment should never be torn: count what we lose as corrupt.
+                    self.state.corrupt += 1;
+                    tracing::warn!(path = %path.display(), offset = off, "corrupt record in sealed queue segment; truncating");
+                } else {
+                    tracing::info!(path = %path.display(), offset = off, "truncating torn tail record");
+                }
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| AgentError::io("open segment", &path, e))?;
+                f.set_len(off as u64)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| AgentError::io("truncate segment", &path, e))?;
+                truncated_any = true;
+            }
+            self.segments.insert(
+                first,
+                Segment {
+                    path,
+                    len: off as u64,
+                    last_seq,
+                },
+            );
+        }
+        if truncated_any {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    fn persist(&self) -> Result<()> {
+        fsutil::write_state_file(&self.dir.join(STATE_FILE), &self.state.encode())
+    }
+
+    /// Makes sure the sequence reservation covers `next_seq`.
+    fn reserve(&mut self) -> Result<()> {
+        if self.next_seq > self.state.seq_reserved {
+            self.state.seq_reserved = self.next_seq.saturating_add(SEQ_RESERVATION);
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes segments whose records are all at or below the cursor, and empty sealed ones.
+    fn delete_consumed_segments(&mut self) -> Result<()> {
+        let head = self.state.acked_through;
+        let doomed: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(first, s)| {
+                let is_tail = self.tail.as_ref().is_some_and(|t| t.first_seq == **first);
+                match s.last_seq {
+                    Some(last) => last <= head,
+                    None => !is_tail,
+                }
+            })
+            .map(|(first, _)| *first)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for first in doomed {
+            if self.tail.as_ref().is_some_and(|t| t.first_seq == first) {
+                self.tail = None;
+            }
+            if let Some(s) = self.segments.remove(&first) {
+                match std::fs::remove_file(&s.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(AgentError::io("delete segment", &s.path, e)),
+                }
+            }
+        }
+        fsutil::sync_dir(&self.dir)
+    }
+
+    /// The device this queue belongs to.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Appends one record; returns its sequence number once it is written (and, with
+    /// [`SyncPolicy::EveryAppend`], fsynced).
+    pub fn append(&mut self, payload: &[u8], recorded_at_ms: u64) -> Result<u64> {
+        self.append_batch(std::iter::once(payload), recorded_at_ms)
+            .map(|r| r.start)
+    }
+
+    /// Appends several records with one write and at most one fsync; returns their sequence
+    /// numbers. On error nothing of the batch is kept (a partly written batch is cut off the
+    /// file) and nothing stored before is lost; a full disk is [`AgentError::DiskFull`].
+    pub fn append_batch<'a>(
+        &mut self,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+        recorded_at_ms: u64,
+    ) -> Result<std::ops::Range<u64>> {
+        let first = self.next_seq;
+        let mut buf = Vec::new();
+        let mut lens = Vec::new();
+        for p in payloads {
+            if p.len() > self.config.max_record_bytes {
+                return Err(AgentError::RecordTooLarge {
+                    len: p.len(),
+                    max: self.config.max_record_bytes,
+                });
+            }
+            encode_record(&mut buf, first + lens.len() as u64, recorded_at_ms, p);
+            lens.push(p.len() as u32);
+        }
+        if lens.is_empty() {
+            return Ok(first..first);
+        }
+        self.expire(recorded_at_ms)?;
+        let end = first + lens.len() as u64;
+        // Reserve before writing, so a record on disk never carries an unreserved number.
+        if end > self.state.seq_reserved {
+            self.state.seq_reserved = end.saturating_add(SEQ_RESERVATION);
+            self.persist()?;
+        }
+        self.ensure_tail(first)?;
+        let Some(tail) = self.tail.as_mut() else {
+            return Err(AgentError::InvalidConfig("no tail segment"));
+        };
+        let seg_path = self.dir.join(segment_name(tail.first_seq));
+        if tail.dirty {
+            tail.file
+                .truncate(tail.good_len)
+                .map_err(|e| AgentError::io("truncate after failed write", &seg_path, e))?;
+            tail.dirty = false;
+        }
+        let start_off = tail.good_len;
+        let written = write_all(tail.file.as_mut(), &buf).and_then(|()| {
+            if self.config.sync == SyncPolicy::EveryAppend {
+                tail.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // Cut the partial batch off; if even that fails, remember to retry before the next
+            // append (and the checksum hides it from the next open regardless).
+            tail.dirty = tail.file.truncate(start_off).is_err();
+            return Err(AgentError::io("append to segment", seg_path, e));
+        }
+        tail.good_len += buf.len() as u64;
+        let seg_first = tail.first_seq;
+        let mut off = start_off;
+        for (i, len) in lens.iter().enumerate() {
+            let e = Entry {
+                seq: first + i as u64,
+                ts_ms: recorded_at_ms,
+                segment: seg_first,
+                offset: off,
+                len: *len,
+            };
+            off += e.disk_bytes();
+            self.live_bytes += e.disk_bytes();
+            self.entries.push_back(e);
+        }
+        if let Some(s) = self.segments.get_mut(&seg_first) {
+            s.len = off;
+            s.last_seq = Some(end - 1);
+        }
+        self.next_seq = end;
+        self.last_assigned = end - 1;
+        self.enforce_caps()?;
+        Ok(first..end)
+    }
+
+    fn ensure_tail(&mut self, first_seq: u64) -> Result<()> {
+        let full = self
+            .tail
+            .as_ref()
+            .is_some_and(|t| t.good_len >= self.config.segment_bytes && !t.dirty);
+        if full {
+            self.tail = None;
+        }
+        if self.tail.is_some() {
+            return Ok(());
+        }
+        // Reuse the last segment if it has room, else start a new one named by `first_seq`.
+        let (seg_first, len, fresh) = match self.segments.iter().next_back() {
+            Some((f, s)) if s.len < self.config.segment_bytes => (*f, s.len, false),
+            _ => (first_seq, 0, true),
+        };
+        let path = self.dir.join(segment_name(seg_first));
+        let file = self
+            .disk
+            .open_append(&path)
+            .map_err(|e| AgentError::io("open segment", &path, e))?;
+        if fresh {
+            fsutil::sync_dir(&self.dir)?;
+            self.segments.insert(
+                seg_first,
+                Segment {
+                    path,
+                    len: 0,
+                    last_seq: None,
+                },
+            );
+        }
+        self.tail = Some(Tail {
+            first_seq: seg_first,
+            file,
+            good_len: len,
+            dirty: false,
+        });
+        Ok(())
+    }
+
+    fn enforce_caps(&mut self) -> Result<()> {
+        let mut changed = false;
+        if self.entries.len() as u64 > self.config.max_items {
+            let low = self.config.max_items - self.config.max_items / 16;
+            while self.entries.len() as u64 > low.max(1) {
+                self.drop_front();
+                self.state.dropped.by_items += 1;
+                changed = true;
+            }
+        }
+        if self.live_bytes > self.config.max_bytes {
+            let low = self.config.max_bytes - self.config.max_bytes / 16;
+            while self.live_bytes > low && self.entries.len() > 1 {
+                self.drop_front();
+                self.state.dropped.by_bytes += 1;
+                changed = true;
+            }
+        }
+        if changed {
+            self.persist()?;
+            self.delete_consumed_segments()?;
+        }
+        Ok(())
+    }
+
+    fn drop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.live_bytes -= e.disk_bytes();
+            self.state.acked_through = self.state.acked_through.max(e.seq);
+        }
+    }
+
+    /// Drops records recorded before `now_ms - max_age_ms` (counted `by_age`); returns how many.
+    pub fn expire(&mut self, now_ms: u64) -> Result<u64> {
+        let cutoff = now_ms.saturating_sub(self.config.max_age_ms);
+        let mut n = 0;
+        while self.entries.front().is_some_and(|e| e.ts_ms < cutoff) {
+            self.drop_front();
+            n += 1;
+        }
+        if n > 0 {
+            self.state.dropped.by_age += n;
+            self.persist()?;
+            self.delete_consumed_segments()?;
+        }
+        Ok(n)
+    }
+
+    /// Fsyncs the open segment (for [`SyncPolicy::Manual`]).
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(t) = self.tail.as_mut() {
+            let first = t.first_seq;
+            t.file.sync_data().map_err(|e| {
+                AgentError::io("fsync segment", self.dir.join(segment_name(first)), e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The oldest unacknowledged records, in sequence order: at most `max_items`, and at most
+    /// `max_bytes` of payload — except that the first record is always returned, however large,
+    /// so one big record cannot stall the queue. Every record is re-verified against its checksum
+    /// as it is read; a mismatch is [`AgentError::CorruptRecord`], never a wrong record.
+    pub fn peek_batch(&self, max_items: usize, max_bytes: usize) -> Result<Vec<QueuedRecord>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut open: Option<(u64, File)> = None;
+        for e in self.entries.iter().take(max_items) {
+            if !out.is_empty() && bytes + e.len as usize > max_bytes {
+                break;
+            }
+            let path = self.dir.join(segment_name(e.segment));
+            if open.as_ref().is_none_or(|(f, _)| *f != e.segment) {
+                let f =
+                    File::open(&path).map_err(|err| AgentError::io("open segment", &path, err))?;
+                open = Some((e.segment, f));
+            }
+            let Some((_, f)) = open.as_ref() else {
+                continue;
+            };
+            let mut buf = vec![0u8; RECORD_HEADER + e.len as usize];
+            f.read_exact_at(&mut buf, e.offset)
+                .map_err(|err| AgentError::io("read segment", &path, err))?;
+            match decode_record(&buf, self.config.max_record_bytes) {
+                Some((seq, ts, len)) if seq == e.seq && len == e.len as usize => {
+                    buf.drain(..RECORD_HEADER);
+                    bytes += len;
+                    out.push(QueuedRecord {
+                        device: Arc::clone(&self.device),
+                        sequence: seq,
+                        recorded_at_ms: ts,
+                        payload: buf,
+                    });
+                }
+                _ => {
+                    return Err(AgentError::CorruptRecord {
+                        path,
+                        offset: e.offset,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every record with a sequence number at or below `sequence` (the backend has
+    /// stored them); returns how many were deleted. The cursor is made durable before segments
+    /// are removed. Acknowledging numbers never assigned is clamped to the last assigned one.
+    pub fn ack_through(&mut self, sequence: u64) -> Result<u64> {
+        let target = sequence.min(self.last_assigned);
+        if target <= self.state.acked_through {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while self.entries.front().is_some_and(|e| e.seq <= target) {
+            if let Some(e) = self.entries.pop_front() {
+                self.live_bytes -= e.disk_bytes();
+                n += 1;
+            }
+        }
+        self.state.acked_through = target;
+        self.persist()?;
+        self.delete_consumed_segments()?;
+        Ok(n)
+    }
+
+    /// Adds records dropped by the frame-path hand-off to the persisted counters.
+    pub fn add_handoff_drops(&mut self, n: u64) -> Result<()> {
+        if n > 0 {
+            self.state.dropped.by_handoff += n;
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            items: self.entries.len() as u64,
+            bytes: self.live_bytes,
+            next_sequence: self.next_seq,
+            acked_through: self.state.acked_through,
+            dropped: self.state.dropped,
+            corrupt_segments: self.state.corrupt,
+        }
+    }
+
+    /// Number of segment files currently on disk.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+/// `write_all` over an [`AppendFile`], treating a zero-length write as a full disk.
+fn write_all(f: &mut dyn AppendFile, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match f.append(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_codec_round_trips_and_rejects_every_bit_flip() {
+        let mut b = Vec::new();
+        encode_record(&mut b, 42, 7, b"payload");
+        assert_eq!(decode_record(&b, 1024), Some((42, 7, 7)));
+        for i in 0..b.len() * 8 {
+            let mut c = b.clone();
+            c[i / 8] ^= 1 << (i % 8);
+            assert_ne!(decode_record(&c, 1024), Some((42, 7, 7)), "bit {i}");
+        }
+        for cut in 0..b.len() {
+            assert_eq!(decode_record(&b[..cut], 1024), None);
+        }
+    }
+
+    #[test]
+    fn state_codec_round_trips() {
+        let s = State {
+            device: "dev-1".into(),
+            acked_through: 9,
+            seq_reserved: 4200,
+            dropped: DropCounts {
+                by_items: 1,
+                by_bytes: 2,
+                by_age: 3,
+                by_handoff: 4,
+            },
+            corrupt: 5,
+        };
+        assert_eq!(State::decode(&s.encode(), Path::new("x")).unwrap(), s);
+    }
+}

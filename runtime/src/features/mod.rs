@@ -1,0 +1,443 @@
+//! Keypoints, oriented patches and descriptor matching: the runtime's local features.
+//!
+//! # How the pieces fit
+//!
+//! A [`Frame`] in any pixel format is reduced to gray ([`Frame::to_gray_into`]), written straight
+//! into level 0 of an image pyramid (scale factor 1.3 by default, [`pyramid`]-style bilinear
+//! down-sampling). On every level a Shi–Tomasi corner response (minimum eigenvalue of the
+//! smoothed gradient structure tensor) is computed; its strict 3×3 local maxima are the
+//! candidates. Each level gets a share of the keypoint budget proportional to `1/s^l` (as in
+//! ORB), and within a level a grid-bucketed selection takes every cell's best corner before any
+//! cell's second, so keypoints spread over the image. Each kept corner gets a sub-pixel position
+//! (a parabola through the response), an orientation (intensity centroid over a disc of radius
+//! 15 level pixels) and a `PATCH x PATCH` patch sampled on a grid rotated by that orientation,
+//! one level pixel apart — so the patch covers `size = PATCH * scale` level-0 pixels.
+//!
+//! The patches are the input of the descriptor model (`[N, 1, 32, 32]`, u8, row-major,
+//! contiguous). [`extract_patches`] cuts patches for any keypoints from a gray image with the
+//! very same sampling code, for training data.
+//!
+//! [`matching`] compares int8 descriptors: brute force nearest and second nearest (squared L2,
+//! exact integer arithmetic, AVX2/AVX-512 kernels chosen at run time and checked bit-exactly
+//! against the scalar reference), ratio test and mutual check, and a guided mode for tracking.
+//! [`homography`] builds the deterministic image pairs of the homography benchmark.
+//!
+//! All buffers live in a [`FeatureExtractor`] kept between frames: after the first frame of a
+//! given size it allocates nothing.
+//!
+//! ```
+//! use sextant_runtime::features::{FeatureConfig, FeatureExtractor, PATCH};
+//! use sextant_runtime::{Frame, PixelFormat};
+//!
+//! // A checkerboard: plenty of corners.
+//! let (w, h) = (160u32, 120u32);
+//! let pixels: Vec<u8> = (0..w * h)
+//!     .map(|i| if ((i % w) / 10 + (i / w) / 10) % 2 == 0 { 40 } else { 210 })
+//!     .collect();
+//! let frame = Frame::new(PixelFormat::Gray8, w, h, w as usize, &pixels)?;
+//! let mut extractor = FeatureExtractor::new(FeatureConfig { max_keypoints: 50, ..Default::default() })?;
+//! let features = extractor.extract(&frame)?;
+//! assert!(!features.keypoints.is_empty() && features.keypoints.len() <= 50);
+//! assert_eq!(features.patches.len(), features.keypoints.len() * PATCH * PATCH);
+//! # Ok::<(), sextant_runtime::Error>(())
+//! ```
+
+pub mod homography;
+pub mod matching;
+pub mod pipeline;
+
+mod detect;
+mod nms;
+mod orientation;
+mod patch;
+mod pyramid;
+
+use crate::error::Result;
+use crate::frame::Frame;
+use crate::image::GrayImage;
+
+pub use matching::{
+    Best2, DescriptorSet, GuidedQuery, Kernel, Match, MatchConfig, Matcher, squared_l2,
+};
+pub use pipeline::{DescribedFeatures, FeaturePipeline};
+
+/// Side of a descriptor patch in pixels: patches are `PATCH x PATCH` u8, row-major.
+pub const PATCH: usize = 32;
+
+/// Bytes of one patch.
+pub const PATCH_AREA: usize = PATCH * PATCH;
+
+/// Why a feature call could not do what was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FeatureError {
+    /// A configuration value out of its valid range.
+    #[error("invalid feature configuration: {0}")]
+    InvalidConfig(String),
+    /// A caller-provided buffer of the wrong length.
+    #[error("{what} buffer holds {got} elements, expected {expected}")]
+    BufferSize {
+        /// Which buffer.
+        what: &'static str,
+        /// Elements needed.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
+    /// A descriptor dimension that is zero or not a multiple of 32.
+    #[error("descriptor dimension {0} must be a positive multiple of 32")]
+    InvalidDimension(usize),
+    /// Two descriptor sets (or a set and its positions) that do not fit together.
+    #[error("mismatched inputs: {0}")]
+    Mismatch(String),
+    /// A SIMD kernel the CPU cannot run was requested explicitly.
+    #[error("kernel {0} is not supported by this CPU")]
+    UnsupportedKernel(&'static str),
+    /// The descriptor model failed.
+    #[error("descriptor model: {0}")]
+    Descriptor(#[from] crate::descriptor::DescriptorError),
+}
+
+/// A keypoint in level-0 pixel coordinates (pixel centres at +0.5).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Keypoint {
+    /// Column, pixels.
+    pub x: f32,
+    /// Row, pixels.
+    pub y: f32,
+    /// Diameter, in level-0 pixels, of the patch's support at the keypoint's scale.
+    pub size: f32,
+    /// Orientation of the patch's x axis, radians in (-π, π] (x right, y down).
+    pub angle: f32,
+    /// Corner response (Shi–Tomasi λ_min, grey levels² per pixel², at the keypoint's level).
+    pub score: f32,
+    /// Pyramid level it was detected on (0 = full resolution).
+    pub level: u8,
+}
+
+/// Detector and patch settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureConfig {
+    /// Most keypoints returned per image.
+    pub max_keypoints: usize,
+    /// Most pyramid levels.
+    pub levels: usize,
+    /// Scale factor between pyramid levels (1.1 ..= 2.0).
+    pub scale_factor: f32,
+    /// Grid cell side for spatial spread, in pixels of level 0 (scaled down with each level).
+    pub grid_cell: u32,
+    /// Smallest corner response kept (λ_min in grey levels² per pixel²).
+    pub min_response: f32,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        FeatureConfig {
+            max_keypoints: 1000,
+            levels: 8,
+            scale_factor: 1.3,
+            grid_cell: 32,
+            min_response: 1.0,
+        }
+    }
+}
+
+impl FeatureConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> std::result::Result<(), FeatureError> {
+        let bad = |m: String| Err(FeatureError::InvalidConfig(m));
+        if !(self.scale_factor.is_finite() && (1.1..=2.0).contains(&self.scale_factor)) {
+            return bad(format!(
+                "scale_factor {} outside 1.1..=2.0",
+                self.scale_factor
+            ));
+        }
+        if self.levels == 0 || self.levels > 16 {
+            return bad(format!("levels {} outside 1..=16", self.levels));
+        }
+        if self.grid_cell == 0 {
+            return bad("grid_cell must be positive".into());
+        }
+        if !(self.min_response.is_finite() && self.min_response >= 0.0) {
+            return bad(format!("min_response {} must be >= 0", self.min_response));
+        }
+        if self.max_keypoints > 1 << 20 {
+            return bad(format!("max_keypoints {} above 2^20", self.max_keypoints));
+        }
+        Ok(())
+    }
+}
+
+/// Keypoints and their patches, borrowed from a [`FeatureExtractor`].
+#[derive(Clone, Copy, Debug)]
+pub struct Features<'a> {
+    /// The keypoints, strongest spread first (grid rank, then score), level by level.
+    pub keypoints: &'a [Keypoint],
+    /// `keypoints.len() * PATCH_AREA` bytes: patch `i` at `i * PATCH_AREA`.
+    pub patches: &'a [u8],
+}
+
+/// Distance from a level's border inside which no keypoint is detected (level pixels): the
+/// orientation disc and the unrotated patch fit inside.
+const BORDER: usize = PATCH / 2;
+
+/// The feature pipeline with all of its buffers: reuse one per camera stream.
+#[derive(Debug)]
+pub struct FeatureExtractor {
+    config: FeatureConfig,
+    pyramid: pyramid::Pyramid,
+    scratch: detect::ResponseScratch,
+    candidates: Vec<nms::Candidate>,
+    keypoints: Vec<Keypoint>,
+    patches: Vec<u8>,
+    umax: [usize; orientation::ORIENTATION_RADIUS + 1],
+}
+
+impl FeatureExtractor {
+    /// A pipeline with the given settings (validated).
+    pub fn new(config: FeatureConfig) -> Result<FeatureExtractor> {
+        config.validate()?;
+        Ok(FeatureExtractor {
+            config,
+            pyramid: pyramid::Pyramid::default(),
+            scratch: detect::ResponseScratch::default(),
+            candidates: Vec::new(),
+            keypoints: Vec::new(),
+            patches: Vec::new(),
+            umax: orientation::disc_half_widths(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FeatureConfig {
+        &self.config
+    }
+
+    /// Keypoints and patches of a camera frame (any pixel format).
+    pub fn extract(&mut self, frame: &Frame<'_>) -> Result<Features<'_>> {
+        frame.to_gray_into(self.pyramid.base_mut());
+        self.run();
+        Ok(self.features())
+    }
+
+    /// Keypoints and patches of a gray image.
+    pub fn extract_gray(&mut self, gray: &GrayImage) -> Result<Features<'_>> {
+        let base = self.pyramid.base_mut();
+        base.resize(gray.width(), gray.height());
+        base.as_mut_slice().copy_from_slice(gray.as_slice());
+        self.run();
+        Ok(self.features())
+    }
+
+    /// The result of the last extraction.
+    pub fn features(&self) -> Features<'_> {
+        Features {
+            keypoints: &self.keypoints,
+            patches: &self.patches,
+        }
+    }
+
+    /// The gray image of the last extraction.
+    pub fn gray(&self) -> &GrayImage {
+        self.pyramid.level(0)
+    }
+
+    fn run(&mut self) {
+        let cfg = self.config.clone();
+        let min_side = (2 * BORDER + 8) as u32;
+        self.pyramid
+            .build_from_base(cfg.scale_factor, cfg.levels, min_side);
+        self.keypoints.clear();
+        let levels = self.pyramid.len();
+        // ORB's budget: level l gets a share proportional to (1/s)^l; leftovers roll down.
+        let f = 1.0 / f64::from(cfg.scale_factor);
+        let total: f64 = (0..levels).map(|l| f.powi(l as i32)).sum();
+        let mut carried = 0usize;
+        for l in 0..levels {
+            let share = if l + 1 == levels {
+                cfg.max_keypoints.saturating_sub(self.keypoints.len())
+            } else {
+                ((cfg.max_keypoints as f64) * f.powi(l as i32) / total).round() as usize + carried
+            };
+            let share = share.min(cfg.max_keypoints - self.keypoints.len());
+            let got = self.detect_level(l, share);
+            carried = share - got;
+        }
+        let n = self.keypoints.len();
+        self.patches.clear();
+        self.patches.resize(n * PATCH_AREA, 0);
+        for (kp, out) in self
+            .keypoints
+            .iter()
+            .zip(self.patches.chunks_exact_mut(PATCH_AREA))
+        {
+            let level = usize::from(kp.level);
+            let [sx, sy] = self.pyramid.scale(level);
+            patch::sample_patch(
+                self.pyramid.level(level),
+                kp.x / sx,
+                kp.y / sy,
+                1.0,
+                kp.angle,
+                out,
+            );
+        }
+    }
+
+    /// Detects up to `k` keypoints on level `l`; returns how many were added.
+    fn detect_level(&mut self, l: usize, k: usize) -> usize {
+        if k == 0 {
+            return 0;
+        }
+        let img = self.pyramid.level(l);
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        if w <= 2 * BORDER || h <= 2 * BORDER {
+            return 0;
+        }
+        detect::shi_tomasi(img, &mut self.scratch);
+        self.candidates.clear();
+        nms::local_maxima(
+            &self.scratch.response,
+            w,
+            h,
+            BORDER,
+            self.config.min_response,
+            &mut self.candidates,
+        );
+        let [sx, sy] = self.pyramid.scale(l);
+        let scale = 0.5 * (sx + sy);
+        let cell = ((self.config.grid_cell as f32 / scale).round() as u32).max(8);
+        let n = nms::grid_select(&mut self.candidates, k, cell, w as u32);
+        let resp = &self.scratch.response;
+        for c in &self.candidates[..n] {
+            let (x, y) = (c.x as usize, c.y as usize);
+            let i = y * w + x;
+            let dx = nms::parabola_offset(resp[i - 1], resp[i], resp[i + 1]);
+            let dy = nms::parabola_offset(resp[i - w], resp[i], resp[i + w]);
+            let angle = orientation::intensity_centroid(img, x, y, &self.umax);
+            self.keypoints.push(Keypoint {
+                x: (x as f32 + 0.5 + dx) * sx,
+                y: (y as f32 + 0.5 + dy) * sy,
+                size: PATCH as f32 * scale,
+                angle,
+                score: c.score,
+                level: l as u8,
+            });
+        }
+        n
+    }
+}
+
+/// Cuts the oriented, scale-normalised patch of each keypoint out of `gray` into `out`
+/// (`keypoints.len() * PATCH_AREA` bytes, patch `i` at `i * PATCH_AREA`), with the same pyramid
+/// (default [`FeatureConfig`] scale factor and levels) and sampling as [`FeatureExtractor`], so
+/// patches cut here for training equal the ones the runtime describes. Keypoints may come from
+/// anywhere: the level is chosen from `size`; a non-finite size or angle is treated as 32 px / 0.
+pub fn extract_patches(gray: &GrayImage, keypoints: &[Keypoint], out: &mut [u8]) -> Result<()> {
+    extract_patches_with(&FeatureConfig::default(), gray, keypoints, out)
+}
+
+/// [`extract_patches`] with the pyramid of another configuration.
+pub fn extract_patches_with(
+    config: &FeatureConfig,
+    gray: &GrayImage,
+    keypoints: &[Keypoint],
+    out: &mut [u8],
+) -> Result<()> {
+    config.validate()?;
+    let expected = keypoints.len() * PATCH_AREA;
+    if out.len() != expected {
+        return Err(FeatureError::BufferSize {
+            what: "patch",
+            expected,
+            got: out.len(),
+        }
+        .into());
+    }
+    if keypoints.is_empty() {
+        return Ok(());
+    }
+    let mut pyr = pyramid::Pyramid::default();
+    pyr.build(
+        gray,
+        config.scale_factor,
+        config.levels,
+        (2 * BORDER + 8) as u32,
+    );
+    for (kp, o) in keypoints.iter().zip(out.chunks_exact_mut(PATCH_AREA)) {
+        patch::sample_keypoint(&pyr, kp, o);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checker(w: u32, h: u32, cell: u32) -> GrayImage {
+        let data = (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                if ((x / cell) + (y / cell)) % 2 == 0 {
+                    30
+                } else {
+                    220
+                }
+            })
+            .collect();
+        GrayImage::from_vec(w, h, data).unwrap()
+    }
+
+    #[test]
+    fn extractor_patches_equal_extract_patches() {
+        let g = checker(200, 150, 13);
+        let mut ex = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+        let f = ex.extract_gray(&g).unwrap();
+        assert!(f.keypoints.len() > 20);
+        let mut cut = vec![0u8; f.patches.len()];
+        extract_patches(&g, f.keypoints, &mut cut).unwrap();
+        assert_eq!(cut, f.patches);
+    }
+
+    #[test]
+    fn checker_corners_are_found_near_grid_crossings() {
+        let g = checker(200, 150, 20);
+        let mut ex = FeatureExtractor::new(FeatureConfig::default()).unwrap();
+        let f = ex.extract_gray(&g).unwrap();
+        let level0: Vec<_> = f.keypoints.iter().filter(|k| k.level == 0).collect();
+        assert!(level0.len() >= 20, "{}", level0.len());
+        for k in level0 {
+            let ex = (k.x / 20.0).round() * 20.0 - k.x;
+            let ey = (k.y / 20.0).round() * 20.0 - k.y;
+            assert!(ex.abs() < 0.6 && ey.abs() < 0.6, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        for c in [
+            FeatureConfig {
+                scale_factor: 1.0,
+                ..Default::default()
+            },
+            FeatureConfig {
+                scale_factor: f32::NAN,
+                ..Default::default()
+            },
+            FeatureConfig {
+                levels: 0,
+                ..Default::default()
+            },
+            FeatureConfig {
+                grid_cell: 0,
+                ..Default::default()
+            },
+            FeatureConfig {
+                min_response: -1.0,
+                ..Default::default()
+            },
+        ] {
+            assert!(FeatureExtractor::new(c).is_err());
+        }
+    }
+}

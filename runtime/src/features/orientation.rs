@@ -1,0 +1,51 @@
+//! Keypoint orientation by the intensity centroid (Rosin 1999, as in ORB): the angle of the
+//! vector from the keypoint to the centroid of the intensities in a disc around it.
+
+use crate::image::GrayImage;
+
+/// Radius of the disc, in level pixels.
+pub(crate) const ORIENTATION_RADIUS: usize = 15;
+
+/// Half-widths of the disc's rows, `umax[v]` for `v = 0..=R`.
+pub(crate) fn disc_half_widths() -> [usize; ORIENTATION_RADIUS + 1] {
+    let mut umax = [0usize; ORIENTATION_RADIUS + 1];
+    let r2 = (ORIENTATION_RADIUS * ORIENTATION_RADIUS) as f64 + 0.5;
+    for (v, u) in umax.iter_mut().enumerate() {
+        *u = (r2 - (v * v) as f64).sqrt().floor() as usize;
+    }
+    umax
+}
+
+/// The angle (radians, `atan2(m01, m10)`, x right, y down) of the intensity centroid around the
+/// integer pixel `(x, y)`. The caller guarantees the disc lies inside the image.
+pub(crate) fn intensity_centroid(
+    img: &GrayImage,
+    x: usize,
+    y: usize,
+    umax: &[usize; ORIENTATION_RADIUS + 1],
+) -> f32 {
+    let w = img.width() as usize;
+    let p = img.as_slice();
+    let centre = y * w + x;
+    let mut m10 = 0i64;
+    let mut m01 = 0i64;
+    // Centre row.
+    let r = umax[0];
+    for u in 0..=2 * r {
+        m10 += (u as i64 - r as i64) * i64::from(p[centre + u - r]);
+    }
+    for v in 1..=ORIENTATION_RADIUS {
+        let r = umax[v];
+        let below = centre + v * w - r;
+        let above = centre - v * w - r;
+        let mut sum = 0i64;
+        for u in 0..=2 * r {
+            let du = u as i64 - r as i64;
+            let (b, a) = (i64::from(p[below + u]), i64::from(p[above + u]));
+            m10 += du * (b + a);
+            sum += b - a;
+        }
+        m01 += v as i64 * sum;
+    }
+    (m01 as f32).atan2(m10 as f32)
+}
