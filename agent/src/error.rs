@@ -106,6 +106,10 @@ pub enum AgentError {
         /// The device's floor.
         floor: u64,
     },
+    /// Metadata refused: signed, but not self-consistent (floor above version, or expiring before
+    /// it was issued).
+    #[error("model metadata is inconsistent: {0}")]
+    InconsistentMetadata(&'static str),
     /// Download refused: its length differs from the signed length.
     #[error("model length {actual} differs from the signed length {expected}")]
     LengthMismatch {

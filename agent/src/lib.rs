@@ -13,8 +13,9 @@
 //! - [`store`]: the content-addressed model store — resumable downloads with verified prefixes,
 //!   atomic installs, active / last-known-good pointers and local rollback after a failed
 //!   self-check (or a crash during one).
-//! - [`trust`]: the device's checks on signed model metadata (pinned Ed25519 release key,
-//!   expiry, version floor, length and hash), each refusal its own error.
+//! - [`trust`]: the device's checks on `sextant_proto`'s signed model metadata (pinned Ed25519
+//!   release key over the canonical bytes, expiry, version floor, length and hash), each
+//!   refusal its own error.
 //! - [`backoff`]: exponential backoff with full, seeded jitter, and the download-condition policy.
 //! - [`fsutil`]: atomic checksummed state files, directory fsync, and the [`fsutil::Disk`]
 //!   trait through which the queue writes (so tests inject short writes and a full disk).

@@ -14,12 +14,15 @@
 //! 4. the downloaded file's length and SHA-256 match the signed ones
 //!    ([`AgentError::LengthMismatch`], [`AgentError::HashMismatch`]).
 //!
-//! The canonical byte encoding is the protocol's (`sextant_proto`'s `ModelMetadata::
-//! canonical_bytes`); this module takes those bytes and the fields decoded from *the same bytes*
-//! as [`MetadataClaims`], so it depends on no wire format. The caller must build the claims
-//! from the bytes that were verified, never from a second copy of the metadata.
+//! The signed bytes are the protocol's canonical encoding
+//! ([`sextant_proto::ModelMetadata::canonical_bytes`]). [`check_signed_metadata`] takes the
+//! decoded [`SignedModelMetadata`], re-encodes it, verifies the signature over those bytes and
+//! returns the [`MetadataClaims`] taken from the *same* value — so the fields acted on are always
+//! the fields that were verified. [`check_metadata`] is the same check over raw bytes and
+//! separately supplied claims, for callers outside the protocol (tools, tests).
 
 use ring::signature::{ED25519, UnparsedPublicKey};
+use sextant_proto::{ModelMetadata, SignedModelMetadata};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AgentError, Result};
@@ -40,6 +43,47 @@ pub struct MetadataClaims {
     pub sha256: [u8; 32],
     /// Unix seconds after which the metadata is refused.
     pub expires_at_s: u64,
+}
+
+impl From<&ModelMetadata> for MetadataClaims {
+    fn from(m: &ModelMetadata) -> Self {
+        MetadataClaims {
+            version: m.version.0,
+            length: m.length,
+            sha256: m.sha256.0,
+            expires_at_s: m.expires_at_s,
+        }
+    }
+}
+
+/// Checks 1–3 of the module docs on metadata as received from the backend, plus its
+/// self-consistency (`floor <= version`, issued before it expires); returns the verified claims
+/// to check the download against with [`check_blob`] or [`check_blob_digest`].
+pub fn check_signed_metadata(
+    signed: &SignedModelMetadata,
+    pinned: &[PinnedKey],
+    now_s: u64,
+    floor: u64,
+) -> Result<MetadataClaims> {
+    let m = &signed.metadata;
+    let claims = MetadataClaims::from(m);
+    check_metadata(
+        &m.canonical_bytes(),
+        &signed.signature.0,
+        &claims,
+        pinned,
+        now_s,
+        floor,
+    )?;
+    if m.floor > m.version {
+        return Err(AgentError::InconsistentMetadata("floor above version"));
+    }
+    if m.issued_at_s > m.expires_at_s {
+        return Err(AgentError::InconsistentMetadata(
+            "expires before it was issued",
+        ));
+    }
+    Ok(claims)
 }
 
 /// Verifies an Ed25519 `signature` over `message` against any of the `pinned` keys.
@@ -176,5 +220,54 @@ mod tests {
         // Rotation: any pinned key may sign.
         let both = [other[0], pins[0]];
         check_metadata(msg, sig.as_ref(), &claims, &both, 0, 0).unwrap();
+    }
+
+    #[test]
+    fn signed_protocol_metadata_is_checked_over_its_canonical_bytes() {
+        use sextant_proto::types::{KeyId, Label, ModelVersion, Sha256Digest, Signature};
+        let key = keypair();
+        let pins = [pinned(&key)];
+        let blob = b"onnx bytes".to_vec();
+        let meta = ModelMetadata {
+            family: Label::new("descriptor").unwrap(),
+            version: ModelVersion(7),
+            length: blob.len() as u64,
+            sha256: Sha256Digest(Sha256::digest(&blob).into()),
+            issued_at_s: 100,
+            expires_at_s: 200,
+            floor: ModelVersion(5),
+        };
+        let sign = |m: &ModelMetadata| SignedModelMetadata {
+            metadata: m.clone(),
+            key_id: KeyId([0; 8]),
+            signature: Signature(key.sign(&m.canonical_bytes()).as_ref().try_into().unwrap()),
+        };
+        let signed = sign(&meta);
+        let claims = check_signed_metadata(&signed, &pins, 150, 7).unwrap();
+        check_blob(&claims, &blob).unwrap();
+        // Any field changed after signing breaks the signature.
+        let mut tampered = signed.clone();
+        tampered.metadata.version = ModelVersion(8);
+        assert!(matches!(
+            check_signed_metadata(&tampered, &pins, 150, 0),
+            Err(AgentError::BadSignature)
+        ));
+        assert!(matches!(
+            check_signed_metadata(&signed, &pins, 200, 0),
+            Err(AgentError::MetadataExpired { .. })
+        ));
+        assert!(matches!(
+            check_signed_metadata(&signed, &pins, 150, 8),
+            Err(AgentError::BelowFloor {
+                version: 7,
+                floor: 8
+            })
+        ));
+        let mut odd = meta.clone();
+        odd.floor = ModelVersion(9);
+        assert!(matches!(
+            check_signed_metadata(&sign(&odd), &pins, 150, 0),
+            Err(AgentError::InconsistentMetadata(_))
+        ));
     }
 }

@@ -68,7 +68,8 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
         max_keypoints: args.max_keypoints,
         backend: BackendChoice::Cpu,
     };
-    let mut pipeline = Pipeline::new(&options)?;
+    let mut pipeline = Pipeline::new_optional(&options)?;
+    let describe = pipeline.model_info().is_some();
     if let Some(dir) = &args.write {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -99,7 +100,11 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
                 };
                 let size = (a.width(), a.height());
                 let rep = repeatability(&xy(&da), &xy(&db), &pair.h, size, size, 3.0);
-                let matches = match_described(&da, &db)?;
+                let matches = if describe {
+                    match_described(&da, &db)?
+                } else {
+                    Vec::new()
+                };
                 let pts: Vec<([f32; 2], [f32; 2])> = matches
                     .iter()
                     .map(|m| {
@@ -136,14 +141,18 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
-    let info = pipeline.model_info();
+    let model = match (pipeline.model_info(), pipeline.model_error()) {
+        (Some(info), _) => format!("descriptor model {} {}", info.name, info.version),
+        (None, e) => format!(
+            "NO descriptor model ({}): matches and MMA not measured",
+            e.unwrap_or("unknown")
+        ),
+    };
     println!(
-        "homography benchmark: {} photos x {} slices x 3 levels, max {} keypoints, descriptor model {} {}",
+        "homography benchmark: {} photos x {} slices x 3 levels, max {} keypoints, {model}",
         names.len(),
         Slice::ALL.len(),
         args.max_keypoints,
-        info.name,
-        info.version
     );
     println!(
         "{:<13} {:>5} {:>7} {:>7} {:>8} {:>7} {:>7} {:>7}",
@@ -166,7 +175,10 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
     rows.push(row_json("all", &all));
     t_extract.sort_by(f64::total_cmp);
     let median = t_extract.get(t_extract.len() / 2).copied().unwrap_or(0.0);
-    println!("median extract+describe time per image: {median:.2} ms (this build, one thread)");
+    println!(
+        "median extract{} time per image: {median:.2} ms (this build, one thread)",
+        if describe { "+describe" } else { "" }
+    );
     if let Some(dir) = &args.write {
         let v =
             json!({"format": "sextant-homography-pairs/1", "seed": args.seed, "pairs": pair_files});

@@ -109,12 +109,22 @@ pub struct Described {
 /// Extractor plus descriptor model: the CLI's end-to-end feature pipeline.
 pub struct Pipeline {
     extractor: FeatureExtractor,
-    model: DescriptorModel,
+    model: Option<DescriptorModel>,
+    model_error: Option<String>,
 }
 
 impl Pipeline {
-    /// A CPU pipeline with the embedded descriptor model.
+    /// A CPU pipeline with the embedded descriptor model (an error when it does not load).
     pub fn new(options: &ExtractOptions) -> anyhow::Result<Pipeline> {
+        let p = Pipeline::new_optional(options)?;
+        if let Some(e) = &p.model_error {
+            bail!("loading the embedded descriptor model: {e}");
+        }
+        Ok(p)
+    }
+
+    /// Like [`Pipeline::new`], but without descriptors when the model does not load.
+    pub fn new_optional(options: &ExtractOptions) -> anyhow::Result<Pipeline> {
         if options.backend == BackendChoice::Gpu {
             bail!("GPU backend not available yet");
         }
@@ -122,24 +132,38 @@ impl Pipeline {
             max_keypoints: options.max_keypoints,
             ..FeatureConfig::default()
         })?;
-        let model = DescriptorModel::embedded_default()
-            .map_err(|e| anyhow::anyhow!("loading the embedded descriptor model: {e}"))?;
-        Ok(Pipeline { extractor, model })
+        let (model, model_error) = match DescriptorModel::embedded_default() {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Ok(Pipeline {
+            extractor,
+            model,
+            model_error,
+        })
     }
 
-    /// The descriptor model's identity.
-    pub fn model_info(&self) -> &ModelInfo {
-        self.model.info()
+    /// The descriptor model's identity, when it loaded.
+    pub fn model_info(&self) -> Option<&ModelInfo> {
+        self.model.as_ref().map(|m| m.info())
     }
 
-    /// Keypoints and descriptors of a gray image.
+    /// Why the descriptor model did not load, if it did not.
+    pub fn model_error(&self) -> Option<&str> {
+        self.model_error.as_deref()
+    }
+
+    /// Keypoints and descriptors of a gray image (no descriptors without a model).
     pub fn run(&mut self, gray: &GrayImage) -> anyhow::Result<Described> {
         let f = self.extractor.extract_gray(gray)?;
         let n = f.keypoints.len();
-        let mut descriptors = vec![0i8; n * DESCRIPTOR_DIM];
-        self.model
-            .describe(f.patches, n, &mut descriptors)
-            .map_err(|e| anyhow::anyhow!("describing {n} patches: {e}"))?;
+        let mut descriptors = Vec::new();
+        if let Some(model) = &mut self.model {
+            descriptors = vec![0i8; n * DESCRIPTOR_DIM];
+            model
+                .describe(f.patches, n, &mut descriptors)
+                .map_err(|e| anyhow::anyhow!("describing {n} patches: {e}"))?;
+        }
         Ok(Described {
             keypoints: f.keypoints.to_vec(),
             descriptors,
@@ -176,7 +200,7 @@ fn run_extract(args: ExtractArgs) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(&args.options)?;
     let gray = load_gray(&args.image)?;
     let d = pipeline.run(&gray)?;
-    let info = pipeline.model_info();
+    let info = pipeline.model_info().context("descriptor model missing")?;
     let keypoints: Vec<Value> = d
         .keypoints
         .iter()

@@ -23,6 +23,7 @@ pub struct SceneArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; boxing buys nothing
 enum SceneCommand {
     /// Render a session (frames, depth, poses) of a scene along a trajectory.
     Render(RenderArgs),

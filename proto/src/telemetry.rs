@@ -1,7 +1,7 @@
 //! Telemetry records: what a device reports about how its models work.
 //!
 //! Every record carries `(device, sequence)`. The agent assigns sequence numbers from one
-//! counter per device, persists records in its disk queue, uploads them in
+//! increasing counter per device (with gaps after restarts: nobody may assume contiguity), persists records in its disk queue, uploads them in
 //! [`TelemetryBatch`]es and deletes them only when a [`TelemetryAck`] names their sequence
 //! numbers. The backend stores each `(device, sequence)` once, so a batch retried after a lost
 //! acknowledgement is acknowledged again without being counted twice.
@@ -166,8 +166,8 @@ pub struct TelemetryRecord {
     pub device: DeviceId,
     /// Per-device sequence number, assigned when the record entered the disk queue.
     pub sequence: u64,
-    /// When it was recorded, Unix seconds from the device's clock (informational).
-    pub recorded_at_s: u64,
+    /// When it was recorded, Unix milliseconds from the device's clock (informational).
+    pub recorded_at_ms: u64,
     /// What it reports.
     pub body: RecordBody,
 }
@@ -182,6 +182,9 @@ pub struct DropCounters {
     pub by_bytes: u64,
     /// Records dropped because they were older than the age cap.
     pub by_age: u64,
+    /// Records dropped in the frame path's hand-off ring before reaching the queue.
+    #[serde(default)]
+    pub by_handoff: u64,
 }
 
 /// A batch of records uploaded in one telemetry exchange.

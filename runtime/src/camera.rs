@@ -272,7 +272,7 @@ impl Camera {
     /// the camera or lies beyond the radius where the distortion model is valid. The pixel may
     /// still fall outside the image; see [`Camera::contains`].
     pub fn project(&self, p_cam: &Vector3<f64>) -> Option<Vector2<f64>> {
-        if !(p_cam.z > 0.0) || !p_cam.x.is_finite() || !p_cam.y.is_finite() {
+        if !p_cam.z.is_finite() || p_cam.z <= 0.0 || !p_cam.x.is_finite() || !p_cam.y.is_finite() {
             return None;
         }
         let xn = Vector2::new(p_cam.x / p_cam.z, p_cam.y / p_cam.z);

@@ -158,7 +158,7 @@ fn check_size(format: PixelFormat, width: u32, height: u32) -> Result<()> {
             "frame size {width}x{height} must be between 1 and {MAX_SIDE} on each side"
         ));
     }
-    if format.is_biplanar() && (width % 2 != 0 || height % 2 != 0) {
+    if format.is_biplanar() && (!width.is_multiple_of(2) || !height.is_multiple_of(2)) {
         return invalid(format!(
             "{format} needs even dimensions, got {width}x{height}"
         ));

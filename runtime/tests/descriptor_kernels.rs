@@ -59,13 +59,12 @@ proptest! {
     fn requant_matches_exact_rounding(acc in -(1i32 << 24)..(1 << 24), real in 1e-6f64..8.0) {
         let r = Requant::from_real(real).expect("representable");
         prop_assert!((r.real() - real).abs() <= real * 1e-9);
-        // Exact rational reference: acc · m0 / 2^shift, rounded half away from zero.
+        // Exact rational reference: acc · m0 / 2^shift, rounded half to even.
         let num = i128::from(acc) * i128::from(r.m0);
         let den = 1i128 << r.shift;
-        let q = num.abs() / den;
-        let rem = num.abs() % den;
-        let q = if 2 * rem >= den { q + 1 } else { q };
-        let want = if num < 0 { -q } else { q };
+        let fl = num.div_euclid(den);
+        let rem = num.rem_euclid(den);
+        let want = if 2 * rem > den || (2 * rem == den && fl % 2 != 0) { fl + 1 } else { fl };
         prop_assert_eq!(i128::from(r.apply(acc)), want);
     }
 
@@ -87,9 +86,9 @@ proptest! {
 }
 
 #[test]
-fn requant_rounds_half_away_from_zero() {
+fn requant_rounds_half_to_even() {
     let r = Requant::from_real(0.5).expect("representable");
-    assert_eq!((r.apply(1), r.apply(-1), r.apply(3), r.apply(-3), r.apply(2)), (1, -1, 2, -2, 1));
+    assert_eq!((r.apply(1), r.apply(-1), r.apply(3), r.apply(-3), r.apply(2)), (0, 0, 2, -2, 1));
     assert!(Requant::from_real(0.0).is_err());
     assert!(Requant::from_real(f64::NAN).is_err());
     assert!(Requant::from_real(1e12).is_err());

@@ -189,7 +189,7 @@ fn malformed_graphs_are_errors() {
     let mut m = embedded_proto();
     let g = m.graph.as_mut().expect("graph");
     let w = g.initializer.iter_mut().find(|t| t.name == "proj_w").expect("proj_w");
-    w.raw_data.truncate(10);
+    w.raw_data.truncate(10); // (u8 weights, zero point 128)
     assert!(matches!(DescriptorModel::from_onnx_bytes(&m.encode_to_vec()), Err(DescriptorError::InvalidGraph(_))));
     // A node reading a tensor nobody produces.
     let mut m = embedded_proto();

@@ -35,3 +35,20 @@ pub fn camera_preset(name: &str) -> Result<Camera> {
     };
     Ok(cam?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_build_and_unknown_names_fail() {
+        for name in CAMERA_PRESETS {
+            let c = camera_preset(name).unwrap();
+            assert!(c.width() >= 640, "{name}");
+        }
+        assert!(camera_preset("phone-wide").unwrap().distortion().k1 < 0.0);
+        assert!(camera_preset("vga").unwrap().is_pinhole());
+        let e = camera_preset("fisheye").unwrap_err().to_string();
+        assert!(e.contains("phone-wide"), "{e}");
+    }
+}

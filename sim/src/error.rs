@@ -8,12 +8,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum SimError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or folder involved.
         path: PathBuf,
-        /// The underlying I/O error.
-        source: std::io::Error,
+        /// The underlying I/O error (in the message, so not repeated as a source).
+        error: std::io::Error,
     },
     /// A PNG could not be decoded or encoded (truncated, corrupt, unsupported layout).
     #[error("PNG {what}: {message}")]
@@ -92,7 +92,7 @@ impl SimError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> SimError {
         SimError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

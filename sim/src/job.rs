@@ -136,7 +136,7 @@ pub fn render_session(
         )));
     }
     if let ImageFormat::Pixel(PixelFormat::Nv12 | PixelFormat::Nv21) = job.image_format
-        && (job.camera.width() % 2 != 0 || job.camera.height() % 2 != 0)
+        && (!job.camera.width().is_multiple_of(2) || !job.camera.height().is_multiple_of(2))
     {
         return Err(SimError::InvalidArgument(format!(
             "{} needs an even image size",
@@ -217,4 +217,24 @@ pub fn render_session(
         capture_s,
         write_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_formats_parse_and_print() {
+        for s in ["rgb8", "gray8", "nv12", "nv21", "rgba8", "bgra8"] {
+            assert_eq!(s.parse::<ImageFormat>().unwrap().to_string(), s);
+        }
+        assert_eq!("RGB".parse::<ImageFormat>().unwrap(), ImageFormat::Rgb8);
+        assert!(
+            "yuv420"
+                .parse::<ImageFormat>()
+                .unwrap_err()
+                .to_string()
+                .contains("nv12")
+        );
+    }
 }

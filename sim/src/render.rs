@@ -494,7 +494,7 @@ pub fn raycast(scene: &Scene, origin: &Point3<f64>, dir: &Vector3<f64>) -> Optio
         let n = s.u.cross(&s.v);
         let den = n.dot(dir);
         let t = n.dot(&(s.origin - origin.coords)) / den;
-        if !(t > 1e-9) || best.is_some_and(|(bt, _)| t >= bt) {
+        if t.is_nan() || t <= 1e-9 || best.is_some_and(|(bt, _)| t >= bt) {
             continue;
         }
         let nn = n.norm_squared();

@@ -8,7 +8,7 @@
 //! QLinearConv  pool   16×16 depthwise (group 8), stride 8, pad 4, tent weights: soft 4×4
 //!                                  spatial binning; int32 bias centres each channel; u8 out, zp 128
 //! Flatten             [N,128]
-//! QLinearMatMul proj  [128,D] int8 learned projection; int8 out
+//! QLinearMatMul proj  [128,D] learned projection (int8 values stored as u8, zp 128); u8 out, zp 128
 //! DequantizeLinear → LpNormalization(p=2) → QuantizeLinear(1/127, int8)   L2 normalisation
 //! ```
 //!
@@ -218,17 +218,26 @@ pub fn model_proto(p: &ModelParams, stage: Stage, name: &str, version: &str) -> 
                 value_info("features", data_type::UINT8, &[None, Some(FEATURES)])
             } else {
                 init.extend([
-                    tensor_i8("proj_w", &[FEATURES, p.dim], &p.proj),
+                    // Stored as uint8 with zero point 128 (exactly the int8 weights + 128):
+                    // onnxruntime's CPU QLinearMatMul has no u8 × i8 kernel.
+                    TensorProto {
+                        name: "proj_w".into(),
+                        data_type: data_type::UINT8,
+                        dims: vec![FEATURES as i64, p.dim as i64],
+                        raw_data: p.proj.iter().map(|&x| (i16::from(x) + 128) as u8).collect(),
+                        ..Default::default()
+                    },
+                    scalar_u8("proj_w_zp", 128),
                     scalar_f32("proj_w_scale", p.proj_scale),
                     scalar_f32("proj_scale", p.proj_out_scale),
-                    scalar_i8("proj_zp", 0),
+                    scalar_u8("proj_zp", 128),
                     scalar_f32("desc_scale", 1.0 / 127.0),
                     scalar_i8("desc_zp", 0),
                 ]);
                 nodes.push(node(
                     "proj",
                     "QLinearMatMul",
-                    &["features", "pool_scale", "pool_zp", "proj_w", "proj_w_scale", "w_zp", "proj_scale", "proj_zp"],
+                    &["features", "pool_scale", "pool_zp", "proj_w", "proj_w_scale", "proj_w_zp", "proj_scale", "proj_zp"],
                     "proj_out",
                     vec![],
                 ));

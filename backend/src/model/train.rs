@@ -180,6 +180,7 @@ pub fn quantise_projection(params: &mut ModelParams, p: &DMatrix<f64>, fa: &[u8]
     }
     let spread = abs_percentile(outs.into_iter(), 0.999);
     params.proj_out_scale = (spread * f64::from(params.pool_scale) * ws / 127.0) as f32;
+    // (Output is u8 with zero point 128: the same ±127 range.)
 }
 
 /// Decodes an ONNX model from bytes with the runtime's schema (used to check written models).

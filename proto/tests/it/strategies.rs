@@ -141,16 +141,16 @@ pub fn record() -> impl Strategy<Value = TelemetryRecord> {
             shadow_report().prop_map(RecordBody::Shadow),
         ],
     )
-        .prop_map(|(device, sequence, recorded_at_s, body)| TelemetryRecord {
+        .prop_map(|(device, sequence, recorded_at_ms, body)| TelemetryRecord {
             device,
             sequence,
-            recorded_at_s,
+            recorded_at_ms,
             body,
         })
 }
 
 pub fn telemetry_batch() -> impl Strategy<Value = TelemetryBatch> {
-    (any::<u64>(), vec(record(), 0..6), any::<[u64; 3]>()).prop_map(|(batch_id, records, d)| {
+    (any::<u64>(), vec(record(), 0..6), any::<[u64; 4]>()).prop_map(|(batch_id, records, d)| {
         TelemetryBatch {
             batch_id,
             records,
@@ -158,6 +158,7 @@ pub fn telemetry_batch() -> impl Strategy<Value = TelemetryBatch> {
                 by_items: d[0],
                 by_bytes: d[1],
                 by_age: d[2],
+                by_handoff: d[3],
             },
         }
     })

@@ -64,7 +64,7 @@ pub fn record(seq: u64) -> TelemetryRecord {
     TelemetryRecord {
         device: device(),
         sequence: seq,
-        recorded_at_s: 1_700_000_000 + seq,
+        recorded_at_ms: 1_700_000_000_000 + seq,
         body: RecordBody::Localization(LocalizationEvent {
             model: ModelVersion(3),
             slice: SliceKeys {

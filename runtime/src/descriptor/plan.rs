@@ -8,7 +8,7 @@
 //!
 //! Supported (default domain, opset ≥ 10): `QLinearConv` (2-D, any group, stride, padding; int8
 //! weights with zero point 0; u8 or i8 activations), `QLinearMatMul` (per-tensor parameters,
-//! constant int8 `B`), `Relu`, `MaxPool`, `Flatten`/`Reshape` (batch kept), `QuantizeLinear`,
+//! constant `B`: int8 with zero point 0 or uint8 with zero point 128), `Relu`, `MaxPool`, `Flatten`/`Reshape` (batch kept), `QuantizeLinear`,
 //! `DequantizeLinear`, `LpNormalization` (p = 2), `Constant`; and the fused pattern
 //! `DequantizeLinear → LpNormalization → QuantizeLinear` to int8 with an integer gain
 //! (`1/y_scale`), which runs as the exact integer L2 normalisation of
@@ -463,9 +463,13 @@ impl<'g> Compiler<'g> {
         if self.slots[src].dtype != a_dt {
             return Err(invalid(node, "a and a_zero_point element types differ"));
         }
-        if b.data_type != data_type::INT8 || b_dt != DType::I8 || b_zp != 0 {
-            return Err(unsupported(node, "only constant int8 B with zero point 0"));
-        }
+        // int8 B with zero point 0, or uint8 B with zero point 128 (onnxruntime's CPU kernel
+        // wants u8·u8); both become the same int8 weights `b − zp`.
+        let b_off = match (b.data_type, b_dt, b_zp) {
+            (data_type::INT8, DType::I8, 0) => 0,
+            (data_type::UINT8, DType::U8, 128) => 128,
+            _ => return Err(unsupported(node, "only constant B as int8 with zero point 0 or uint8 with zero point 128")),
+        };
         let k = match self.slots[src].shape.as_slice() {
             &[k] => k,
             s => return Err(unsupported(node, format!("A per-sample shape {s:?}: only [N, K]"))),
@@ -478,7 +482,7 @@ impl<'g> Compiler<'g> {
             return Err(unsupported(node, "reduction too long for i32 accumulation"));
         }
         let bv: Vec<i8> = match &b.data {
-            TensorData::Int(v) => v.iter().map(|&x| x as i8).collect(),
+            TensorData::Int(v) => v.iter().map(|&x| (x - b_off) as i8).collect(),
             TensorData::F32(_) => return Err(invalid(node, "B is not integer")),
         };
         let mut weights_t = vec![0i8; k * ncol];

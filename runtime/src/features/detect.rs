@@ -20,6 +20,8 @@ pub(crate) struct ResponseScratch {
 }
 
 /// Computes the Shi–Tomasi response of `img` into `s.response`.
+// Index loops over equal-length shifted slices: bounds checks vanish and the loops vectorise.
+#[allow(clippy::needless_range_loop)]
 pub(crate) fn shi_tomasi(img: &GrayImage, s: &mut ResponseScratch) {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let n = w * h;
@@ -35,51 +37,70 @@ pub(crate) fn shi_tomasi(img: &GrayImage, s: &mut ResponseScratch) {
         return;
     }
     let p = img.as_slice();
-    // Gradient products (raw Sobel, scaled at the end).
+    // Gradient products (raw Sobel, scaled at the end). Shifted slices of equal length let the
+    // compiler drop bounds checks and vectorise.
+    let n = w - 2;
     for y in 1..h - 1 {
         let r0 = &p[(y - 1) * w..y * w];
         let r1 = &p[y * w..(y + 1) * w];
         let r2 = &p[(y + 1) * w..(y + 2) * w];
-        let xx = &mut s.xx[y * w..(y + 1) * w];
-        let yy = &mut s.yy[y * w..(y + 1) * w];
-        let xy = &mut s.xy[y * w..(y + 1) * w];
-        for x in 1..w - 1 {
-            let gx = (i32::from(r0[x + 1]) - i32::from(r0[x - 1]))
-                + 2 * (i32::from(r1[x + 1]) - i32::from(r1[x - 1]))
-                + (i32::from(r2[x + 1]) - i32::from(r2[x - 1]));
-            let gy = (i32::from(r2[x - 1]) - i32::from(r0[x - 1]))
-                + 2 * (i32::from(r2[x]) - i32::from(r0[x]))
-                + (i32::from(r2[x + 1]) - i32::from(r0[x + 1]));
+        let (r0l, r0c, r0r) = (&r0[..n], &r0[1..n + 1], &r0[2..n + 2]);
+        let (r1l, r1r) = (&r1[..n], &r1[2..n + 2]);
+        let (r2l, r2c, r2r) = (&r2[..n], &r2[1..n + 1], &r2[2..n + 2]);
+        let row = y * w + 1..y * w + 1 + n;
+        let xx = &mut s.xx[row.clone()];
+        let yy = &mut s.yy[row.clone()];
+        let xy = &mut s.xy[row];
+        for i in 0..n {
+            let v = |a: &[u8]| i32::from(a[i]);
+            let gx = (v(r0r) - v(r0l)) + 2 * (v(r1r) - v(r1l)) + (v(r2r) - v(r2l));
+            let gy = (v(r2l) - v(r0l)) + 2 * (v(r2c) - v(r0c)) + (v(r2r) - v(r0r));
             let (gx, gy) = (gx as f32, gy as f32);
-            xx[x] = gx * gx;
-            yy[x] = gy * gy;
-            xy[x] = gx * gy;
+            xx[i] = gx * gx;
+            yy[i] = gy * gy;
+            xy[i] = gx * gy;
         }
     }
     // Sobel gain 8 (squared: 64) and binomial window 16 x 16.
     let norm = 1.0 / (64.0 * 256.0);
+    let m = w - 6;
     for y in 3..h - 3 {
         vertical5(&s.xx, w, y, &mut s.vxx);
         vertical5(&s.yy, w, y, &mut s.vyy);
         vertical5(&s.xy, w, y, &mut s.vxy);
-        let out = &mut s.response[y * w..(y + 1) * w];
-        let (a, c, b) = (&s.vxx, &s.vyy, &s.vxy);
-        for x in 3..w - 3 {
-            let sa = a[x - 2] + 4.0 * (a[x - 1] + a[x + 1]) + 6.0 * a[x] + a[x + 2];
-            let sc = c[x - 2] + 4.0 * (c[x - 1] + c[x + 1]) + 6.0 * c[x] + c[x + 2];
-            let sb = b[x - 2] + 4.0 * (b[x - 1] + b[x + 1]) + 6.0 * b[x] + b[x + 2];
+        let out = &mut s.response[y * w + 3..y * w + 3 + m];
+        let [a0, a1, a2, a3, a4] = taps(&s.vxx, m);
+        let [c0, c1, c2, c3, c4] = taps(&s.vyy, m);
+        let [b0, b1, b2, b3, b4] = taps(&s.vxy, m);
+        for i in 0..m {
+            let sa = a0[i] + 4.0 * (a1[i] + a3[i]) + 6.0 * a2[i] + a4[i];
+            let sc = c0[i] + 4.0 * (c1[i] + c3[i]) + 6.0 * c2[i] + c4[i];
+            let sb = b0[i] + 4.0 * (b1[i] + b3[i]) + 6.0 * b2[i] + b4[i];
             let d = sa - sc;
             let lmin = 0.5 * ((sa + sc) - (d * d + 4.0 * sb * sb).sqrt());
-            out[x] = lmin * norm;
+            out[i] = lmin * norm;
         }
     }
 }
 
+/// The five shifted windows of a 5-tap filter over `a` for outputs `3..3 + m`.
+fn taps(a: &[f32], m: usize) -> [&[f32]; 5] {
+    [
+        &a[1..1 + m],
+        &a[2..2 + m],
+        &a[3..3 + m],
+        &a[4..4 + m],
+        &a[5..5 + m],
+    ]
+}
+
+#[allow(clippy::needless_range_loop)]
 fn vertical5(src: &[f32], w: usize, y: usize, out: &mut [f32]) {
     let r = |k: usize| &src[k * w..(k + 1) * w];
     let (a, b, c, d, e) = (r(y - 2), r(y - 1), r(y), r(y + 1), r(y + 2));
-    for (i, o) in out.iter_mut().enumerate().take(w) {
-        *o = a[i] + 4.0 * (b[i] + d[i]) + 6.0 * c[i] + e[i];
+    let out = &mut out[..w];
+    for i in 0..w {
+        out[i] = a[i] + 4.0 * (b[i] + d[i]) + 6.0 * c[i] + e[i];
     }
 }
 

@@ -43,10 +43,10 @@ impl<'a> DescriptorSet<'a> {
     /// Wraps `data` (`len * dim` values). `dim` must be a positive multiple of 32, at most
     /// [`MAX_DIM`]; `data.len()` a multiple of `dim`.
     pub fn new(data: &'a [i8], dim: usize) -> Result<DescriptorSet<'a>, FeatureError> {
-        if dim == 0 || dim % 32 != 0 || dim > MAX_DIM {
+        if dim == 0 || !dim.is_multiple_of(32) || dim > MAX_DIM {
             return Err(FeatureError::InvalidDimension(dim));
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(FeatureError::BufferSize {
                 what: "descriptor",
                 expected: data.len().div_ceil(dim) * dim,
@@ -275,6 +275,7 @@ pub struct GuidedQuery<'a> {
 pub struct Matcher {
     config: MatchConfig,
     kernel: Kernel,
+    auto: bool,
     best: Vec<Best2>,
     reverse: Vec<Best2>,
     q16: Vec<i16>,
@@ -306,6 +307,7 @@ impl Matcher {
         Ok(Matcher {
             config,
             kernel: kernel.resolve(),
+            auto: kernel == Kernel::Auto,
             best: Vec::new(),
             reverse: Vec::new(),
             q16: Vec::new(),
@@ -352,11 +354,22 @@ impl Matcher {
         if query.is_empty() || train.is_empty() {
             return;
         }
-        match self.kernel {
+        // Measured: with short descriptors (64) the 512-bit tile loses to the 256-bit VNNI one
+        // (two iterations per tile, a costlier reduction), so `Auto` switches by dimension.
+        let kernel = if self.auto
+            && self.kernel == Kernel::Avx512Vnni
+            && query.dim() < 128
+            && Kernel::AvxVnni.is_supported()
+        {
+            Kernel::AvxVnni
+        } else {
+            self.kernel
+        };
+        match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni => {
                 x86::knn2(
-                    self.kernel,
+                    kernel,
                     query,
                     train,
                     best,

@@ -378,7 +378,7 @@ mod tests {
         let data = (0..w * h)
             .map(|i| {
                 let (x, y) = (i % w, i / w);
-                if ((x / cell) + (y / cell)) % 2 == 0 {
+                if ((x / cell) + (y / cell)).is_multiple_of(2) {
                     30
                 } else {
                     220

@@ -34,8 +34,7 @@ pub(crate) fn intensity_centroid(
     for u in 0..=2 * r {
         m10 += (u as i64 - r as i64) * i64::from(p[centre + u - r]);
     }
-    for v in 1..=ORIENTATION_RADIUS {
-        let r = umax[v];
+    for (v, &r) in umax.iter().enumerate().skip(1) {
         let below = centre + v * w - r;
         let above = centre - v * w - r;
         let mut sum = 0i64;

@@ -111,6 +111,9 @@ pub(crate) struct RawSurface {
     pub crop: [f64; 4],
 }
 
+/// Validated material: metres per repeat (if tiled), tint × brightness, crop rectangle.
+type Material = (Option<[f64; 2]>, [f64; 3], [f64; 4]);
+
 struct Ctx<'a> {
     scene: &'a str,
     item: String,
@@ -144,7 +147,7 @@ fn material(
     tint: Option<[f64; 3]>,
     brightness: Option<f64>,
     crop: Option<[f64; 4]>,
-) -> Result<(Option<[f64; 2]>, [f64; 3], [f64; 4])> {
+) -> Result<Material> {
     let tile = match tile {
         None => None,
         Some(t) => {
@@ -205,7 +208,7 @@ fn oriented(
 fn check_quad(ctx: &Ctx<'_>, u: &Vector3<f64>, v: &Vector3<f64>) -> Result<()> {
     let area = u.cross(v).norm();
     let scale = u.norm() * v.norm();
-    if !(area > 1e-9) || !(area > 1e-6 * scale) {
+    if area.is_nan() || area <= 1e-9 || area <= 1e-6 * scale {
         return Err(ctx.err(format!(
             "degenerate quad: edges u={:?} and v={:?} span no area",
             u.as_slice(),

@@ -163,13 +163,14 @@ impl Scene {
         )
     }
 
-    /// A sample name (`room`, or `sample:room`) or else a path to a scene file.
+    /// `sample:NAME`, a path to a scene file, or a bare sample name (`room`) when no such file
+    /// exists.
     pub fn open(spec: &str) -> Result<Scene> {
         if let Some(name) = spec.strip_prefix("sample:") {
             return Scene::sample(name);
         }
         let path = PathBuf::from(spec);
-        if !path.exists() && SAMPLE_NAMES.contains(&spec) {
+        if !path.is_file() && SAMPLE_NAMES.contains(&spec) {
             return Scene::sample(spec);
         }
         Scene::load(&path)

@@ -149,18 +149,16 @@ impl Requant {
         Ok(Requant { m0: m0 as i32, shift: shift as u32 })
     }
 
-    /// `round_half_away_from_zero(acc · m0 / 2^shift)`, exact in 64-bit integers. The result may
-    /// exceed the i32 range only for accumulators far beyond what a valid layer produces; it is
-    /// clamped to i32 so the caller's saturation stays correct.
+    /// `round_half_to_even(acc · m0 / 2^shift)`, exact in 64-bit integers (ties to even, as
+    /// tract and onnxruntime round). The result is clamped to i32 (never reached by valid
+    /// layers) so the caller's saturation stays correct.
     #[inline]
     pub fn apply(self, acc: i32) -> i32 {
         let prod = i64::from(acc) * i64::from(self.m0);
         let half = 1i64 << (self.shift - 1);
-        let q = if prod >= 0 {
-            (prod + half) >> self.shift
-        } else {
-            -((-prod + half) >> self.shift)
-        };
+        let floor = prod >> self.shift;
+        let rem = prod - (floor << self.shift);
+        let q = if rem > half || (rem == half && floor & 1 == 1) { floor + 1 } else { floor };
         q.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
     }
 

@@ -140,13 +140,13 @@ unsafe fn finish_tile(
         }
         let mut d = [0i32; 8];
         _mm256_storeu_si256(d.as_mut_ptr().cast(), dist);
-        for lane in 0..8 {
+        for (lane, &dl) in d.iter().enumerate() {
             if mask & (1 << lane) == 0 {
                 continue;
             }
             let (q, j) = (qi + lane / 4, tj + lane % 4);
             if q < nq && j < real_t {
-                best[q].offer(d[lane] as u32, base + j as u32);
+                best[q].offer(dl as u32, base + j as u32);
             }
         }
         *thr = thresholds(best, qi, nq);

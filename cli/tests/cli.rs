@@ -1,0 +1,168 @@
+//! The `sextant` binary, run as a child process the way a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sextant_sim::session::read_session;
+
+fn sextant(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the sextant binary runs")
+}
+
+fn ok(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "sextant failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn scene_render_writes_a_session_that_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("session");
+    ok(&sextant(
+        &[
+            "scene",
+            "render",
+            "--scene",
+            "plaza",
+            "--trajectory",
+            "orbit:frames=3",
+            "--width",
+            "160",
+            "--height",
+            "120",
+            "--format",
+            "nv12",
+            "--photometric",
+            "night",
+            "--seed",
+            "9",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir.path(),
+    ));
+    let session = read_session(&out).expect("the written session is valid");
+    assert_eq!(session.frames.len(), 3);
+    assert_eq!(
+        (session.camera.width(), session.camera.height()),
+        (160, 120)
+    );
+    for frame in &session.frames {
+        assert!(frame.pose.is_some(), "mapping frames carry poses");
+        let up = frame.gravity.expect("frames carry gravity");
+        assert!((up.norm() - 1.0).abs() < 1e-9);
+        let gray = frame.load_gray().unwrap();
+        assert_eq!((gray.width(), gray.height()), (160, 120));
+        let depth = frame.load_depth().unwrap().expect("frames carry depth");
+        let seen = depth.metres.iter().filter(|&&d| d > 0.0).count();
+        assert!(seen > depth.metres.len() / 2, "most pixels see a surface");
+    }
+    assert!(out.join("render.json").is_file());
+}
+
+#[test]
+fn demo_runs_from_an_empty_folder_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = ok(&sextant(&["demo"], dir.path()));
+    assert!(!stdout.trim().is_empty(), "the demo says what it did");
+    let session = read_session(&dir.path().join("sextant-demo").join("session")).unwrap();
+    assert!(!session.frames.is_empty());
+}
+
+#[test]
+fn bad_arguments_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sextant(
+        &[
+            "scene",
+            "render",
+            "--scene",
+            "room",
+            "--trajectory",
+            "spiral:frames=2",
+            "--out",
+            "x",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spiral"),
+        "stderr names the bad kind: {stderr}"
+    );
+    assert!(!dir.path().join("x").join("session.json").exists());
+}
+
+#[test]
+fn pnp_solves_problem_files_written_by_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let problems = dir.path().join("problems");
+    let results = dir.path().join("results");
+    ok(&sextant(
+        &[
+            "eval",
+            "pnp",
+            "--count",
+            "2",
+            "--ns",
+            "200",
+            "--outliers",
+            "0.5",
+            "--no-extra",
+            "--write",
+            problems.to_str().unwrap(),
+            "--write-only",
+        ],
+        dir.path(),
+    ));
+    ok(&sextant(
+        &[
+            "pnp",
+            problems.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+            "--reps",
+            "1",
+        ],
+        dir.path(),
+    ));
+    let mut solved = 0;
+    for entry in std::fs::read_dir(&problems).unwrap() {
+        let path = entry.unwrap().path();
+        let problem: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let result: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(results.join(path.file_name().unwrap())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(result["ok"], true, "{}", path.display());
+        let t_gt: Vec<f64> = serde_json::from_value(problem["gt"]["t"].clone()).unwrap();
+        let t: Vec<f64> = serde_json::from_value(result["t"].clone()).unwrap();
+        let err: f64 = t
+            .iter()
+            .zip(&t_gt)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let norm: f64 = t_gt.iter().map(|a| a * a).sum::<f64>().sqrt();
+        assert!(
+            err / norm < 0.01,
+            "relative translation error {}",
+            err / norm
+        );
+        assert!(result["time_s"].as_f64().unwrap() > 0.0);
+        solved += 1;
+    }
+    assert_eq!(solved, 2);
+}
