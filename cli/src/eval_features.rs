@@ -121,8 +121,8 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
                 s.keypoints += (da.keypoints.len() + db.keypoints.len()) as f64 / 2.0;
                 s.rep_sum += rep.ratio();
                 s.matches += matches.len() as f64;
-                for k in 0..3 {
-                    s.mma[k] += mma[k];
+                for (acc_k, m) in s.mma.iter_mut().zip(mma) {
+                    *acc_k += m;
                 }
                 if let Some(dir) = &args.write {
                     let b_name = format!("{stem}_{}_{level}_b.png", slice.name());
@@ -167,8 +167,8 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
         all.keypoints += s.keypoints;
         all.rep_sum += s.rep_sum;
         all.matches += s.matches;
-        for k in 0..3 {
-            all.mma[k] += s.mma[k];
+        for (a, m) in all.mma.iter_mut().zip(s.mma) {
+            *a += m;
         }
     }
     print_row("all", &all);

@@ -39,8 +39,10 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         ModelCommand::Build { config, seed, out } => {
             let cfg = match &config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                    BuildConfig::from_toml(&text).with_context(|| format!("parsing {}", path.display()))?
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    BuildConfig::from_toml(&text)
+                        .with_context(|| format!("parsing {}", path.display()))?
                 }
                 None => BuildConfig::default(),
             };
@@ -50,13 +52,24 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             let built = build(&cfg, seed);
             spinner.finish_and_clear();
             let built = built.context("model build failed")?;
-            built.write(&out).with_context(|| format!("writing {}", out.display()))?;
+            built
+                .write(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
             let m = &built.manifest;
             let e = &m.evaluation;
-            println!("wrote {} ({} bytes, sha256 {})", out.join("model.onnx").display(), m.size, m.sha256);
+            println!(
+                "wrote {} ({} bytes, sha256 {})",
+                out.join("model.onnx").display(),
+                m.size,
+                m.sha256
+            );
             println!(
                 "held-out ({} pairs): model FPR95 {:.4} NN-acc {:.4} | SIFT FPR95 {:.4} NN-acc {:.4}",
-                e.heldout_pairs, e.model.fpr95, e.model.nn_accuracy, e.sift.fpr95, e.sift.nn_accuracy
+                e.heldout_pairs,
+                e.model.fpr95,
+                e.model.nn_accuracy,
+                e.sift.fpr95,
+                e.sift.nn_accuracy
             );
             if let Some(c) = e.tract_min_cosine {
                 println!("tract vs runtime kernels: min cosine {c:.6}");

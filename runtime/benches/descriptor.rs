@@ -4,7 +4,9 @@
 //! `cargo bench -p sextant-runtime --features tract --bench descriptor`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sextant_runtime::descriptor::{DESCRIPTOR_DIM, DescriptorModel, EMBEDDED_MODEL, Isa, PATCH_PIXELS};
+use sextant_runtime::descriptor::{
+    DESCRIPTOR_DIM, DescriptorModel, EMBEDDED_MODEL, Isa, PATCH_PIXELS,
+};
 
 const N: usize = 1000;
 
@@ -19,10 +21,15 @@ fn patches() -> Vec<u8> {
     };
     let mut out = Vec::with_capacity(N * PATCH_PIXELS);
     for _ in 0..N {
-        let waves: Vec<(f64, f64, f64)> = (0..4).map(|_| (next() * 0.8 - 0.4, next() * 0.8 - 0.4, next() * 6.3)).collect();
+        let waves: Vec<(f64, f64, f64)> = (0..4)
+            .map(|_| (next() * 0.8 - 0.4, next() * 0.8 - 0.4, next() * 6.3))
+            .collect();
         for y in 0..32 {
             for x in 0..32 {
-                let v: f64 = waves.iter().map(|(a, b, p)| (a * x as f64 + b * y as f64 + p).sin()).sum();
+                let v: f64 = waves
+                    .iter()
+                    .map(|(a, b, p)| (a * x as f64 + b * y as f64 + p).sin())
+                    .sum();
                 out.push((128.0 + 28.0 * v + 10.0 * (next() - 0.5)).clamp(0.0, 255.0) as u8);
             }
         }
@@ -45,12 +52,19 @@ fn bench(c: &mut Criterion) {
     }
     #[cfg(feature = "tract")]
     {
-        let t = sextant_runtime::descriptor::reference::TractModel::from_onnx_bytes(EMBEDDED_MODEL).expect("tract");
-        g.bench_function("tract", |b| b.iter(|| t.describe(&p, N, &mut out).expect("tract")));
-        for batch in [32usize] {
+        let t = sextant_runtime::descriptor::reference::TractModel::from_onnx_bytes(EMBEDDED_MODEL)
+            .expect("tract");
+        g.bench_function("tract", |b| {
+            b.iter(|| t.describe(&p, N, &mut out).expect("tract"))
+        });
+        {
+            let batch = 32usize;
             g.bench_function(format!("tract_batch{batch}"), |b| {
                 b.iter(|| {
-                    for (pc, oc) in p.chunks(batch * PATCH_PIXELS).zip(out.chunks_mut(batch * DESCRIPTOR_DIM)) {
+                    for (pc, oc) in p
+                        .chunks(batch * PATCH_PIXELS)
+                        .zip(out.chunks_mut(batch * DESCRIPTOR_DIM))
+                    {
                         t.describe(pc, pc.len() / PATCH_PIXELS, oc).expect("tract");
                     }
                 })

@@ -8,7 +8,9 @@ fn reference(m: usize, n: usize, k: usize, a: &[i8], b: &[u8]) -> Vec<i32> {
     let mut c = vec![0; m * n];
     for i in 0..m {
         for j in 0..n {
-            c[i * n + j] = (0..k).map(|kk| i32::from(a[i * k + kk]) * i32::from(b[kk * n + j])).sum();
+            c[i * n + j] = (0..k)
+                .map(|kk| i32::from(a[i * k + kk]) * i32::from(b[kk * n + j]))
+                .sum();
         }
     }
     c
@@ -19,18 +21,35 @@ fn check_all(m: usize, n: usize, k: usize, a: &[i8], b: &[u8]) {
     for isa in Isa::all_available() {
         let mut c = vec![i32::MIN; m * n];
         kernels::gemm_i8u8(isa, m, n, k, a, b, &mut c).expect("sizes fit");
-        assert_eq!(c, want, "{} differs from the reference at {m}x{n}x{k}", isa.name());
+        assert_eq!(
+            c,
+            want,
+            "{} differs from the reference at {m}x{n}x{k}",
+            isa.name()
+        );
     }
 }
 
 #[test]
 fn gemm_edge_cases_extreme_values() {
     // All products at the i16 extremes: 255 · -128 and 255 · 127, odd and even k, tails.
-    for &(m, n, k) in &[(1, 1, 1), (4, 16, 2), (5, 17, 3), (8, 1024, 9), (1, 16, 256), (64, 33, 128), (3, 47, 255)] {
-        let a: Vec<i8> = (0..m * k).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (4, 16, 2),
+        (5, 17, 3),
+        (8, 1024, 9),
+        (1, 16, 256),
+        (64, 33, 128),
+        (3, 47, 255),
+    ] {
+        let a: Vec<i8> = (0..m * k)
+            .map(|i| if i % 3 == 0 { -128 } else { 127 })
+            .collect();
         let b = vec![255u8; k * n];
         check_all(m, n, k, &a, &b);
-        let a: Vec<i8> = (0..m * k).map(|i| (i as i32 * 37 % 256 - 128) as i8).collect();
+        let a: Vec<i8> = (0..m * k)
+            .map(|i| (i as i32 * 37 % 256 - 128) as i8)
+            .collect();
         let b: Vec<u8> = (0..k * n).map(|i| (i * 91 % 256) as u8).collect();
         check_all(m, n, k, &a, &b);
     }
@@ -88,7 +107,10 @@ proptest! {
 #[test]
 fn requant_rounds_half_to_even() {
     let r = Requant::from_real(0.5).expect("representable");
-    assert_eq!((r.apply(1), r.apply(-1), r.apply(3), r.apply(-3), r.apply(2)), (0, 0, 2, -2, 1));
+    assert_eq!(
+        (r.apply(1), r.apply(-1), r.apply(3), r.apply(-3), r.apply(2)),
+        (0, 0, 2, -2, 1)
+    );
     assert!(Requant::from_real(0.0).is_err());
     assert!(Requant::from_real(f64::NAN).is_err());
     assert!(Requant::from_real(1e12).is_err());

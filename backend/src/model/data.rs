@@ -33,7 +33,8 @@ pub struct Photo {
 
 /// Decodes a PNG (gray, gray+alpha, RGB, RGBA; 8 bit) to gray with the runtime's luma rule.
 pub fn load_photo(path: &Path) -> Result<(Photo, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| ModelError::Io(format!("{}: {e}", path.display())))?;
     let photo = decode_png(&bytes, path)?;
     Ok((photo, bytes))
 }
@@ -43,9 +44,13 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<Photo> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
-    let size = reader.output_buffer_size().ok_or_else(|| bad("image too large".into()))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| bad("image too large".into()))?;
     let mut buf = vec![0; size];
-    let info = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(e.to_string()))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let channels = match info.color_type {
         png::ColorType::Grayscale => 1,
@@ -64,8 +69,16 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<Photo> {
             _ => f32::from(rgb_to_luma(p[0], p[1], p[2])),
         })
         .collect();
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Photo { name, width: w, height: h, pixels })
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Photo {
+        name,
+        width: w,
+        height: h,
+        pixels,
+    })
 }
 
 impl Photo {
@@ -110,7 +123,10 @@ impl Homography {
     pub fn map(&self, x: f64, y: f64) -> (f64, f64) {
         let h = &self.0;
         let w = h[6] * x + h[7] * y + h[8];
-        ((h[0] * x + h[1] * y + h[2]) / w, (h[3] * x + h[4] * y + h[5]) / w)
+        (
+            (h[0] * x + h[1] * y + h[2]) / w,
+            (h[3] * x + h[4] * y + h[5]) / w,
+        )
     }
 
     /// The inverse (adjugate; the scale is irrelevant).
@@ -136,14 +152,21 @@ impl Homography {
         let (bx, by) = self.map(x - e, y);
         let (cx, cy) = self.map(x, y + e);
         let (dx, dy) = self.map(x, y - e);
-        let j = [(ax - bx) / (2.0 * e), (cx - dx) / (2.0 * e), (ay - by) / (2.0 * e), (cy - dy) / (2.0 * e)];
+        let j = [
+            (ax - bx) / (2.0 * e),
+            (cx - dx) / (2.0 * e),
+            (ay - by) / (2.0 * e),
+            (cy - dy) / (2.0 * e),
+        ];
         let det = (j[0] * j[3] - j[1] * j[2]).abs();
         (det.sqrt(), (j[2] - j[1]).atan2(j[0] + j[3]))
     }
 
     fn random(rng: &mut Rng, cfg: &AugmentConfig, w: f64, h: f64) -> Homography {
         let (cx, cy) = (w / 2.0, h / 2.0);
-        let angle = rng.range(-cfg.max_rotation_deg, cfg.max_rotation_deg).to_radians();
+        let angle = rng
+            .range(-cfg.max_rotation_deg, cfg.max_rotation_deg)
+            .to_radians();
         let zoom = (rng.range(-1.0, 1.0) * cfg.max_zoom.ln()).exp();
         let (px, py) = (
             rng.range(-cfg.max_tilt, cfg.max_tilt) / w.max(h),
@@ -296,7 +319,9 @@ fn cut_patch(
     }
     // Separable Gaussian blur (5 taps) when σ is noticeable.
     if ph.blur > 0.2 {
-        let k: Vec<f64> = (-2..=2).map(|i: i32| (-f64::from(i * i) / (2.0 * ph.blur * ph.blur)).exp()).collect();
+        let k: Vec<f64> = (-2..=2)
+            .map(|i: i32| (-f64::from(i * i) / (2.0 * ph.blur * ph.blur)).exp())
+            .collect();
         let norm: f64 = k.iter().sum();
         let mut tmp = [0f64; BIG * BIG];
         for v in 0..BIG {
@@ -319,7 +344,8 @@ fn cut_patch(
     for v in 0..PATCH_SIZE {
         for u in 0..PATCH_SIZE {
             let g = big[(v + MARGIN) * BIG + u + MARGIN] / 255.0;
-            let val = 255.0 * g.max(0.0).powf(ph.gamma) * ph.gain + ph.bias + ph.noise * rng.normal();
+            let val =
+                255.0 * g.max(0.0).powf(ph.gamma) * ph.gain + ph.bias + ph.noise * rng.normal();
             out[v * PATCH_SIZE + u] = val.round().clamp(0.0, 255.0) as u8;
         }
     }
@@ -340,11 +366,20 @@ fn keypoints(photo: &Photo, rng: &mut Rng, count: usize, margin: usize) -> Vec<(
         .collect();
     cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     cands.truncate(count);
-    cands.into_iter().map(|(_, x, y)| (x as f64 + 0.5, y as f64 + 0.5)).collect()
+    cands
+        .into_iter()
+        .map(|(_, x, y)| (x as f64 + 0.5, y as f64 + 0.5))
+        .collect()
 }
 
 /// Cuts `views × points` matching pairs from each photo.
-pub fn make_pairs(photos: &[&Photo], views: usize, points: usize, cfg: &AugmentConfig, seed: u64) -> PairSet {
+pub fn make_pairs(
+    photos: &[&Photo],
+    views: usize,
+    points: usize,
+    cfg: &AugmentConfig,
+    seed: u64,
+) -> PairSet {
     let mut set = PairSet::default();
     let mut rng = Rng::new(seed);
     let mut pa = vec![0u8; PATCH_PIXELS];
@@ -355,7 +390,10 @@ pub fn make_pairs(photos: &[&Photo], views: usize, points: usize, cfg: &AugmentC
             let mut r = rng.fork(pi as u64);
             let hmg = Homography::random(&mut r, cfg, w, h);
             let inv = hmg.inverse();
-            let (pha, phb) = (Photometric::random(&mut r, cfg), Photometric::random(&mut r, cfg));
+            let (pha, phb) = (
+                Photometric::random(&mut r, cfg),
+                Photometric::random(&mut r, cfg),
+            );
             let margin = (cfg.patch_scale[1] * 24.0) as usize;
             for (x, y) in keypoints(photo, &mut r, points, margin) {
                 let (bx, by) = hmg.map(x, y);
@@ -370,8 +408,28 @@ pub fn make_pairs(photos: &[&Photo], views: usize, points: usize, cfg: &AugmentC
                 let jy = by + cfg.jitter_px * r.normal();
                 let jtheta = theta + rot + cfg.jitter_deg.to_radians() * r.normal();
                 let jstep = step * sc * (1.0 + cfg.jitter_scale * r.normal());
-                cut_patch(photo, &|u, v| (u, v), x, y, step, theta, pha, &mut r, &mut pa);
-                cut_patch(photo, &|u, v| inv.map(u, v), jx, jy, jstep, jtheta, phb, &mut r, &mut pb);
+                cut_patch(
+                    photo,
+                    &|u, v| (u, v),
+                    x,
+                    y,
+                    step,
+                    theta,
+                    pha,
+                    &mut r,
+                    &mut pa,
+                );
+                cut_patch(
+                    photo,
+                    &|u, v| inv.map(u, v),
+                    jx,
+                    jy,
+                    jstep,
+                    jtheta,
+                    phb,
+                    &mut r,
+                    &mut pb,
+                );
                 set.a.extend_from_slice(&pa);
                 set.b.extend_from_slice(&pb);
                 set.source.push(pi);

@@ -30,13 +30,19 @@ fn dist2(a: &[f32], b: &[f32]) -> f32 {
 pub fn score(a: &[f32], b: &[f32], dim: usize, gallery: usize, seed: u64) -> Scores {
     let n = a.len() / dim;
     if n < 2 {
-        return Scores { fpr95: 1.0, nn_accuracy: 0.0, gallery };
+        return Scores {
+            fpr95: 1.0,
+            nn_accuracy: 0.0,
+            gallery,
+        };
     }
     fn row(v: &[f32], i: usize, dim: usize) -> &[f32] {
         &v[i * dim..(i + 1) * dim]
     }
     let mut rng = Rng::new(seed);
-    let mut pos: Vec<f32> = (0..n).map(|i| dist2(row(a, i, dim), row(b, i, dim))).collect();
+    let mut pos: Vec<f32> = (0..n)
+        .map(|i| dist2(row(a, i, dim), row(b, i, dim)))
+        .collect();
     let neg: Vec<f32> = (0..n)
         .map(|i| {
             let j = (i + 1 + rng.below(n - 1)) % n;
@@ -62,7 +68,11 @@ pub fn score(a: &[f32], b: &[f32], dim: usize, gallery: usize, seed: u64) -> Sco
         }
         start = end;
     }
-    Scores { fpr95, nn_accuracy: hits as f64 / n as f64, gallery }
+    Scores {
+        fpr95,
+        nn_accuracy: hits as f64 / n as f64,
+        gallery,
+    }
 }
 
 /// The SIFT descriptor (Lowe 2004, §6.1) of one upright 32×32 patch: 4×4 cells × 8 orientation
@@ -71,7 +81,8 @@ pub fn score(a: &[f32], b: &[f32], dim: usize, gallery: usize, seed: u64) -> Sco
 pub fn sift(patch: &[u8]) -> [f32; 128] {
     let mut h = [0f32; 128];
     let s = PATCH_SIZE as isize;
-    let px = |x: isize, y: isize| f32::from(patch[(y.clamp(0, s - 1) * s + x.clamp(0, s - 1)) as usize]);
+    let px =
+        |x: isize, y: isize| f32::from(patch[(y.clamp(0, s - 1) * s + x.clamp(0, s - 1)) as usize]);
     let half = PATCH_SIZE as f32 / 2.0;
     for y in 0..s {
         for x in 0..s {

@@ -16,12 +16,12 @@
 //! one the kernel compiler reads; prost encodes fields in tag order, so the bytes are a pure
 //! function of the parameters.
 
+use sextant_runtime::descriptor::PATCH_SIZE;
 use sextant_runtime::descriptor::onnx::{
     AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor,
     ValueInfoProto, data_type,
 };
-use sextant_runtime::descriptor::PATCH_SIZE;
 
 /// Orientation channels of the gradient front end.
 pub const ORIENTATIONS: usize = 8;
@@ -61,7 +61,9 @@ pub fn gradient_filters() -> Vec<i8> {
 
 /// Tent (bilinear binning) weights of the pooling kernel, `[16][16]`, in units of 1/127.
 pub fn pool_weights() -> Vec<i8> {
-    let t: Vec<f64> = (0..POOL_K).map(|u| 1.0 - (u as f64 + 0.5 - POOL_K as f64 / 2.0).abs() / (POOL_K as f64 / 2.0)).collect();
+    let t: Vec<f64> = (0..POOL_K)
+        .map(|u| 1.0 - (u as f64 + 0.5 - POOL_K as f64 / 2.0).abs() / (POOL_K as f64 / 2.0))
+        .collect();
     let mut w = Vec::with_capacity(POOL_K * POOL_K);
     for ty in &t {
         for tx in &t {
@@ -89,15 +91,30 @@ pub struct ModelParams {
 }
 
 fn scalar_f32(name: &str, v: f32) -> TensorProto {
-    TensorProto { name: name.into(), data_type: data_type::FLOAT, raw_data: v.to_le_bytes().to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: data_type::FLOAT,
+        raw_data: v.to_le_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 
 fn scalar_u8(name: &str, v: u8) -> TensorProto {
-    TensorProto { name: name.into(), data_type: data_type::UINT8, raw_data: vec![v], ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: data_type::UINT8,
+        raw_data: vec![v],
+        ..Default::default()
+    }
 }
 
 fn scalar_i8(name: &str, v: i8) -> TensorProto {
-    TensorProto { name: name.into(), data_type: data_type::INT8, raw_data: vec![v as u8], ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: data_type::INT8,
+        raw_data: vec![v as u8],
+        ..Default::default()
+    }
 }
 
 fn tensor_i8(name: &str, dims: &[usize], v: &[i8]) -> TensorProto {
@@ -121,14 +138,30 @@ fn tensor_i32(name: &str, v: &[i32]) -> TensorProto {
 }
 
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: 7,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: 2, i: v, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: 2,
+        i: v,
+        ..Default::default()
+    }
 }
 
-fn node(name: &str, op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+fn node(
+    name: &str,
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: vec![output.into()],
@@ -149,8 +182,14 @@ fn value_info(name: &str, elem: i32, dims: &[Option<usize>]) -> ValueInfoProto {
                     dim: dims
                         .iter()
                         .map(|d| match d {
-                            Some(v) => Dimension { dim_value: *v as i64, ..Default::default() },
-                            None => Dimension { dim_param: "N".into(), ..Default::default() },
+                            Some(v) => Dimension {
+                                dim_value: *v as i64,
+                                ..Default::default()
+                            },
+                            None => Dimension {
+                                dim_param: "N".into(),
+                                ..Default::default()
+                            },
                         })
                         .collect(),
                 }),
@@ -184,12 +223,29 @@ pub fn model_proto(p: &ModelParams, stage: Stage, name: &str, version: &str) -> 
     let mut nodes = vec![node(
         "grad",
         "QLinearConv",
-        &["patch", "x_scale", "x_zp", "grad_w", "grad_w_scale", "w_zp", "grad_scale", "grad_zp"],
+        &[
+            "patch",
+            "x_scale",
+            "x_zp",
+            "grad_w",
+            "grad_w_scale",
+            "w_zp",
+            "grad_scale",
+            "grad_zp",
+        ],
         "grad_out",
-        vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1]), ints("strides", &[1, 1])],
+        vec![
+            ints("kernel_shape", &[3, 3]),
+            ints("pads", &[1, 1, 1, 1]),
+            ints("strides", &[1, 1]),
+        ],
     )];
     let output = match stage {
-        Stage::Gradients => value_info("grad_out", data_type::UINT8, &[None, Some(ORIENTATIONS), Some(PATCH_SIZE), Some(PATCH_SIZE)]),
+        Stage::Gradients => value_info(
+            "grad_out",
+            data_type::UINT8,
+            &[None, Some(ORIENTATIONS), Some(PATCH_SIZE), Some(PATCH_SIZE)],
+        ),
         Stage::Features | Stage::Full => {
             let pw: Vec<i8> = (0..ORIENTATIONS).flat_map(|_| pool_weights()).collect();
             init.extend([
@@ -204,7 +260,17 @@ pub fn model_proto(p: &ModelParams, stage: Stage, name: &str, version: &str) -> 
             nodes.push(node(
                 "pool",
                 "QLinearConv",
-                &["grad_out", "grad_scale", "grad_zp", "pool_w", "pool_w_scale", "w_zp", "pool_scale", "pool_zp", "pool_bias"],
+                &[
+                    "grad_out",
+                    "grad_scale",
+                    "grad_zp",
+                    "pool_w",
+                    "pool_w_scale",
+                    "w_zp",
+                    "pool_scale",
+                    "pool_zp",
+                    "pool_bias",
+                ],
                 "pool_out",
                 vec![
                     int("group", ORIENTATIONS as i64),
@@ -213,7 +279,13 @@ pub fn model_proto(p: &ModelParams, stage: Stage, name: &str, version: &str) -> 
                     ints("strides", &[s, s]),
                 ],
             ));
-            nodes.push(node("flatten", "Flatten", &["pool_out"], "features", vec![int("axis", 1)]));
+            nodes.push(node(
+                "flatten",
+                "Flatten",
+                &["pool_out"],
+                "features",
+                vec![int("axis", 1)],
+            ));
             if stage == Stage::Features {
                 value_info("features", data_type::UINT8, &[None, Some(FEATURES)])
             } else {
@@ -237,32 +309,72 @@ pub fn model_proto(p: &ModelParams, stage: Stage, name: &str, version: &str) -> 
                 nodes.push(node(
                     "proj",
                     "QLinearMatMul",
-                    &["features", "pool_scale", "pool_zp", "proj_w", "proj_w_scale", "proj_w_zp", "proj_scale", "proj_zp"],
+                    &[
+                        "features",
+                        "pool_scale",
+                        "pool_zp",
+                        "proj_w",
+                        "proj_w_scale",
+                        "proj_w_zp",
+                        "proj_scale",
+                        "proj_zp",
+                    ],
                     "proj_out",
                     vec![],
                 ));
-                nodes.push(node("dequant", "DequantizeLinear", &["proj_out", "proj_scale", "proj_zp"], "proj_real", vec![]));
-                nodes.push(node("l2norm", "LpNormalization", &["proj_real"], "unit", vec![int("axis", 1), int("p", 2)]));
-                nodes.push(node("quant", "QuantizeLinear", &["unit", "desc_scale", "desc_zp"], "descriptor", vec![]));
+                nodes.push(node(
+                    "dequant",
+                    "DequantizeLinear",
+                    &["proj_out", "proj_scale", "proj_zp"],
+                    "proj_real",
+                    vec![],
+                ));
+                nodes.push(node(
+                    "l2norm",
+                    "LpNormalization",
+                    &["proj_real"],
+                    "unit",
+                    vec![int("axis", 1), int("p", 2)],
+                ));
+                nodes.push(node(
+                    "quant",
+                    "QuantizeLinear",
+                    &["unit", "desc_scale", "desc_zp"],
+                    "descriptor",
+                    vec![],
+                ));
                 value_info("descriptor", data_type::INT8, &[None, Some(p.dim)])
             }
         }
     };
     ModelProto {
         ir_version: 7,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
         producer_name: "sextant model build".into(),
         model_version: 1,
         graph: Some(GraphProto {
             node: nodes,
             name: name.into(),
             initializer: init,
-            input: vec![value_info("patch", data_type::UINT8, &[None, Some(1), Some(PATCH_SIZE), Some(PATCH_SIZE)])],
+            input: vec![value_info(
+                "patch",
+                data_type::UINT8,
+                &[None, Some(1), Some(PATCH_SIZE), Some(PATCH_SIZE)],
+            )],
             output: vec![output],
         }),
         metadata_props: vec![
-            StringStringEntryProto { key: "name".into(), value: name.into() },
-            StringStringEntryProto { key: "version".into(), value: version.into() },
+            StringStringEntryProto {
+                key: "name".into(),
+                value: name.into(),
+            },
+            StringStringEntryProto {
+                key: "version".into(),
+                value: version.into(),
+            },
         ],
     }
 }

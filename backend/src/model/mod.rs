@@ -97,7 +97,9 @@ impl Default for BuildConfig {
             name: "sextant-descriptor".into(),
             version: "1.0.0".into(),
             photos_dir: PathBuf::from("assets/photos"),
-            train_photos: ["astronaut", "brick", "camera", "chelsea", "grass"].map(String::from).to_vec(),
+            train_photos: ["astronaut", "brick", "camera", "chelsea", "grass"]
+                .map(String::from)
+                .to_vec(),
             heldout_photos: ["coffee", "gravel"].map(String::from).to_vec(),
             views_per_photo: 48,
             points_per_view: 48,
@@ -123,10 +125,15 @@ impl BuildConfig {
         if self.train_photos.is_empty() || self.heldout_photos.is_empty() {
             return bad("need at least one training and one held-out photo");
         }
-        if self.train_photos.iter().any(|p| self.heldout_photos.contains(p)) {
+        if self
+            .train_photos
+            .iter()
+            .any(|p| self.heldout_photos.contains(p))
+        {
             return bad("a photo is both in training and held out");
         }
-        if self.views_per_photo == 0 || self.points_per_view == 0 || self.eval_views_per_photo == 0 {
+        if self.views_per_photo == 0 || self.points_per_view == 0 || self.eval_views_per_photo == 0
+        {
             return bad("views and points must be positive");
         }
         if self.eval_gallery < 2 {
@@ -136,7 +143,10 @@ impl BuildConfig {
             return bad("whitening_reg must be positive");
         }
         let a = &self.augment;
-        if !(a.patch_scale[0] > 0.5 && a.patch_scale[1] >= a.patch_scale[0] && a.patch_scale[1] < 8.0) {
+        if !(a.patch_scale[0] > 0.5
+            && a.patch_scale[1] >= a.patch_scale[0]
+            && a.patch_scale[1] < 8.0)
+        {
             return bad("augment.patch_scale must be within (0.5, 8)");
         }
         if !(a.max_zoom >= 1.0 && a.max_zoom < 3.0 && a.max_tilt >= 0.0 && a.max_tilt < 1.0) {
@@ -255,12 +265,21 @@ impl BuildOutput {
     }
 }
 
-fn load_photos(cfg: &BuildConfig, names: &[String], role: &str, digests: &mut Vec<InputDigest>) -> Result<Vec<data::Photo>> {
+fn load_photos(
+    cfg: &BuildConfig,
+    names: &[String],
+    role: &str,
+    digests: &mut Vec<InputDigest>,
+) -> Result<Vec<data::Photo>> {
     let mut out = Vec::new();
     for name in names {
         let path = cfg.photos_dir.join(format!("{name}.png"));
         let (photo, bytes) = data::load_photo(&path)?;
-        digests.push(InputDigest { file: format!("{name}.png"), role: role.into(), sha256: sha256_hex(&bytes) });
+        digests.push(InputDigest {
+            file: format!("{name}.png"),
+            role: role.into(),
+            sha256: sha256_hex(&bytes),
+        });
         out.push(photo);
     }
     Ok(out)
@@ -269,7 +288,9 @@ fn load_photos(cfg: &BuildConfig, names: &[String], role: &str, digests: &mut Ve
 fn describe(model: &mut DescriptorModel, patches: &[u8]) -> Result<Vec<i8>> {
     let n = patches.len() / PATCH_PIXELS;
     let mut out = vec![0i8; n * DESCRIPTOR_DIM];
-    model.describe(patches, n, &mut out).map_err(|e| ModelError::Validation(e.to_string()))?;
+    model
+        .describe(patches, n, &mut out)
+        .map_err(|e| ModelError::Validation(e.to_string()))?;
     Ok(out)
 }
 
@@ -280,7 +301,10 @@ fn to_f32(v: &[i8]) -> Vec<f32> {
 fn front_end_float(f: &[u8]) -> Vec<f32> {
     f.chunks_exact(FEATURES)
         .flat_map(|r| {
-            let mut v: Vec<f32> = r.iter().map(|&x| f32::from(x) - f32::from(graph::POOL_ZP)).collect();
+            let mut v: Vec<f32> = r
+                .iter()
+                .map(|&x| f32::from(x) - f32::from(graph::POOL_ZP))
+                .collect();
             eval::normalise(&mut v);
             v
         })
@@ -295,8 +319,20 @@ pub fn build(cfg: &BuildConfig, seed: u64) -> Result<BuildOutput> {
     let heldout_photos = load_photos(cfg, &cfg.heldout_photos, "heldout", &mut digests)?;
     let tr: Vec<&data::Photo> = train_photos.iter().collect();
     let ho: Vec<&data::Photo> = heldout_photos.iter().collect();
-    let train = data::make_pairs(&tr, cfg.views_per_photo, cfg.points_per_view, &cfg.augment, seed);
-    let heldout = data::make_pairs(&ho, cfg.eval_views_per_photo, cfg.points_per_view, &cfg.augment, seed ^ 0x5EED_0F_4E1D_0u64);
+    let train = data::make_pairs(
+        &tr,
+        cfg.views_per_photo,
+        cfg.points_per_view,
+        &cfg.augment,
+        seed,
+    );
+    let heldout = data::make_pairs(
+        &ho,
+        cfg.eval_views_per_photo,
+        cfg.points_per_view,
+        &cfg.augment,
+        seed ^ 0x05EE_D0F4_E1D0_u64,
+    );
     if train.len() < 2 * FEATURES || heldout.len() < 16 {
         return Err(ModelError::Data(format!(
             "only {} training and {} held-out pairs; raise views_per_photo / points_per_view",
@@ -304,7 +340,11 @@ pub fn build(cfg: &BuildConfig, seed: u64) -> Result<BuildOutput> {
             heldout.len()
         )));
     }
-    tracing::info!(train = train.len(), heldout = heldout.len(), "patch pairs cut");
+    tracing::info!(
+        train = train.len(),
+        heldout = heldout.len(),
+        "patch pairs cut"
+    );
 
     let mut params = ModelParams {
         dim: DESCRIPTOR_DIM,
@@ -324,19 +364,34 @@ pub fn build(cfg: &BuildConfig, seed: u64) -> Result<BuildOutput> {
 
     let proto = graph::model_proto(&params, Stage::Full, &cfg.name, &cfg.version);
     let onnx = graph::encode(&proto);
-    let mut model = DescriptorModel::from_onnx_bytes(&onnx).map_err(|e| ModelError::Validation(e.to_string()))?;
+    let mut model = DescriptorModel::from_onnx_bytes(&onnx)
+        .map_err(|e| ModelError::Validation(e.to_string()))?;
     if !matches!(model.engine(), Engine::Kernels(_)) {
-        return Err(ModelError::Validation("the runtime kernels refused the built graph".into()));
+        return Err(ModelError::Validation(
+            "the runtime kernels refused the built graph".into(),
+        ));
     }
 
     let da = describe(&mut model, &heldout.a)?;
     let db = describe(&mut model, &heldout.b)?;
     let g = cfg.eval_gallery;
     let model_scores = eval::score(&to_f32(&da), &to_f32(&db), DESCRIPTOR_DIM, g, seed);
-    let sift_scores = eval::score(&eval::sift_batch(&heldout.a), &eval::sift_batch(&heldout.b), 128, g, seed);
+    let sift_scores = eval::score(
+        &eval::sift_batch(&heldout.a),
+        &eval::sift_batch(&heldout.b),
+        128,
+        g,
+        seed,
+    );
     let ha = train::features(&params, &heldout.a)?;
     let hb = train::features(&params, &heldout.b)?;
-    let fe_scores = eval::score(&front_end_float(&ha), &front_end_float(&hb), FEATURES, g, seed);
+    let fe_scores = eval::score(
+        &front_end_float(&ha),
+        &front_end_float(&hb),
+        FEATURES,
+        g,
+        seed,
+    );
     let ta = describe(&mut model, &train.a)?;
     let tb = describe(&mut model, &train.b)?;
     let train_scores = eval::score(&to_f32(&ta), &to_f32(&tb), DESCRIPTOR_DIM, g, seed);
@@ -379,14 +434,30 @@ pub fn build(cfg: &BuildConfig, seed: u64) -> Result<BuildOutput> {
         sha256: sha256_hex(&onnx),
         size: onnx.len(),
         architecture: vec![
-            format!("QLinearConv grad: 3x3, 1->{} fixed oriented-gradient filters (Sobel x, y, diagonals, both signs), pad 1; u8 out (ReLU by saturation)", graph::ORIENTATIONS),
-            format!("QLinearConv pool: {k}x{k} depthwise (group {o}), stride {s}, pad {p}, tent weights (soft 4x4 binning); int32 bias centres channels; u8 out, zero point 128", k = graph::POOL_K, o = graph::ORIENTATIONS, s = graph::POOL_STRIDE, p = graph::POOL_PAD),
+            format!(
+                "QLinearConv grad: 3x3, 1->{} fixed oriented-gradient filters (Sobel x, y, diagonals, both signs), pad 1; u8 out (ReLU by saturation)",
+                graph::ORIENTATIONS
+            ),
+            format!(
+                "QLinearConv pool: {k}x{k} depthwise (group {o}), stride {s}, pad {p}, tent weights (soft 4x4 binning); int32 bias centres channels; u8 out, zero point 128",
+                k = graph::POOL_K,
+                o = graph::ORIENTATIONS,
+                s = graph::POOL_STRIDE,
+                p = graph::POOL_PAD
+            ),
             format!("Flatten: [N,{FEATURES}]"),
-            format!("QLinearMatMul proj: [{FEATURES},{DESCRIPTOR_DIM}] (int8 values stored as uint8, zero point 128), learned discriminative projection (closed form); uint8 out, zero point 128"),
-            "DequantizeLinear -> LpNormalization(p=2, axis=1) -> QuantizeLinear(scale 1/127, int8)".into(),
+            format!(
+                "QLinearMatMul proj: [{FEATURES},{DESCRIPTOR_DIM}] (int8 values stored as uint8, zero point 128), learned discriminative projection (closed form); uint8 out, zero point 128"
+            ),
+            "DequantizeLinear -> LpNormalization(p=2, axis=1) -> QuantizeLinear(scale 1/127, int8)"
+                .into(),
         ],
-        input: format!("patch: uint8 [N,1,{PATCH_SIZE},{PATCH_SIZE}], oriented scale-normalised gray patch, scale 1/255"),
-        output: format!("descriptor: int8 [N,{DESCRIPTOR_DIM}], L2-normalised to 127 (dot product = 127^2 cosine)"),
+        input: format!(
+            "patch: uint8 [N,1,{PATCH_SIZE},{PATCH_SIZE}], oriented scale-normalised gray patch, scale 1/255"
+        ),
+        output: format!(
+            "descriptor: int8 [N,{DESCRIPTOR_DIM}], L2-normalised to 127 (dot product = 127^2 cosine)"
+        ),
         quantisation,
         training_inputs: digests,
         seed,
@@ -407,7 +478,11 @@ pub fn build(cfg: &BuildConfig, seed: u64) -> Result<BuildOutput> {
 }
 
 fn cosine(a: &[i8], b: &[i8]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
     let na: f64 = a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
     if na == 0.0 || nb == 0.0 {
@@ -422,17 +497,26 @@ fn tract_parity(onnx: &[u8], patches: &[u8], ours: &[i8]) -> Result<(Option<f64>
     let t = TractModel::from_onnx_bytes(onnx).map_err(|e| ModelError::Validation(e.to_string()))?;
     let n = patches.len() / PATCH_PIXELS;
     let mut theirs = vec![0i8; n * DESCRIPTOR_DIM];
-    t.describe(patches, n, &mut theirs).map_err(|e| ModelError::Validation(e.to_string()))?;
+    t.describe(patches, n, &mut theirs)
+        .map_err(|e| ModelError::Validation(e.to_string()))?;
     let mut min: f64 = 1.0;
     let mut same = 0usize;
-    for (a, b) in ours.chunks_exact(DESCRIPTOR_DIM).zip(theirs.chunks_exact(DESCRIPTOR_DIM)) {
+    for (a, b) in ours
+        .chunks_exact(DESCRIPTOR_DIM)
+        .zip(theirs.chunks_exact(DESCRIPTOR_DIM))
+    {
         min = min.min(cosine(a, b));
         same += usize::from(a == b);
     }
     if min < 0.999 {
-        return Err(ModelError::Validation(format!("tract and kernels disagree: min cosine {min:.5}")));
+        return Err(ModelError::Validation(format!(
+            "tract and kernels disagree: min cosine {min:.5}"
+        )));
     }
-    Ok((Some((min * 1e6).floor() / 1e6), Some(same as f64 / n.max(1) as f64)))
+    Ok((
+        Some((min * 1e6).floor() / 1e6),
+        Some(same as f64 / n.max(1) as f64),
+    ))
 }
 
 #[cfg(not(feature = "tract"))]
@@ -444,7 +528,8 @@ fn tract_parity(_onnx: &[u8], _patches: &[u8], _ours: &[i8]) -> Result<(Option<f
 /// The model card (README.md) generated from a manifest.
 pub fn model_card(m: &Manifest) -> String {
     let e = &m.evaluation;
-    let row = |name: &str, s: &Scores| format!("| {name} | {:.4} | {:.4} |\n", s.fpr95, s.nn_accuracy);
+    let row =
+        |name: &str, s: &Scores| format!("| {name} | {:.4} | {:.4} |\n", s.fpr95, s.nn_accuracy);
     let mut s = format!(
         "# {name} {version}\n\nLearned int8 patch descriptor of the Sextant runtime (generated by `sextant model build`; \
          see `docs/descriptor-model.md`).\n\n- File: `model.onnx`, sha256 `{sha}`, {size} bytes\n- Input: {input}\n- Output: {output}\n- Seed: {seed}; training pairs: {pairs}\n\n## Architecture\n\n",
@@ -471,7 +556,10 @@ pub fn model_card(m: &Manifest) -> String {
     s += &row("front end without projection (float)", &e.front_end);
     s += &row("this model on its training pairs", &e.model_train);
     if let (Some(c), Some(f)) = (e.tract_min_cosine, e.tract_identical_fraction) {
-        s += &format!("\ntract-onnx vs runtime kernels on held-out patches: min cosine {c:.6}, bit-identical descriptors {:.1} %.\n", f * 100.0);
+        s += &format!(
+            "\ntract-onnx vs runtime kernels on held-out patches: min cosine {c:.6}, bit-identical descriptors {:.1} %.\n",
+            f * 100.0
+        );
     }
     s += "\n## Training data\n\n";
     for d in &m.training_inputs {

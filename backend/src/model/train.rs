@@ -15,7 +15,12 @@ use super::graph::{self, FEATURES, ModelParams, ORIENTATIONS, Stage};
 use super::rng::Rng;
 use super::{ModelError, Result};
 
-fn run_stage(params: &ModelParams, stage: Stage, patches: &[u8], out_len: usize) -> Result<Vec<u8>> {
+fn run_stage(
+    params: &ModelParams,
+    stage: Stage,
+    patches: &[u8],
+    out_len: usize,
+) -> Result<Vec<u8>> {
     let proto = graph::model_proto(params, stage, "calibration", "0");
     let plan = Plan::compile(&proto).map_err(|e| ModelError::Internal(e.to_string()))?;
     let n = patches.len() / PATCH_PIXELS;
@@ -39,14 +44,22 @@ fn abs_percentile(v: impl Iterator<Item = f64>, q: f64) -> f64 {
 /// accumulator) and output scale (99.9th percentile of |centred accumulator| → 127).
 pub fn calibrate_pool(params: &mut ModelParams, patches: &[u8]) -> Result<()> {
     let side = sextant_runtime::descriptor::PATCH_SIZE;
-    let grads = run_stage(params, Stage::Gradients, patches, ORIENTATIONS * side * side)?;
+    let grads = run_stage(
+        params,
+        Stage::Gradients,
+        patches,
+        ORIENTATIONS * side * side,
+    )?;
     let w = graph::pool_weights();
     let n = patches.len() / PATCH_PIXELS;
     let cells = graph::CELLS;
-    let mut accs = vec![Vec::with_capacity(n * cells * cells); ORIENTATIONS];
+    let mut accs: Vec<Vec<f64>> = (0..ORIENTATIONS)
+        .map(|_| Vec::with_capacity(n * cells * cells))
+        .collect();
     for s in 0..n {
         for (c, acc_c) in accs.iter_mut().enumerate() {
-            let plane = &grads[(s * ORIENTATIONS + c) * side * side..(s * ORIENTATIONS + c + 1) * side * side];
+            let plane = &grads
+                [(s * ORIENTATIONS + c) * side * side..(s * ORIENTATIONS + c + 1) * side * side];
             for cy in 0..cells {
                 for cx in 0..cells {
                     let mut acc = 0i64;
@@ -56,11 +69,13 @@ pub fn calibrate_pool(params: &mut ModelParams, patches: &[u8]) -> Result<()> {
                             continue;
                         }
                         for kx in 0..graph::POOL_K {
-                            let ix = (cx * graph::POOL_STRIDE + kx) as isize - graph::POOL_PAD as isize;
+                            let ix =
+                                (cx * graph::POOL_STRIDE + kx) as isize - graph::POOL_PAD as isize;
                             if ix < 0 || ix as usize >= side {
                                 continue;
                             }
-                            acc += i64::from(w[ky * graph::POOL_K + kx]) * i64::from(plane[iy as usize * side + ix as usize]);
+                            acc += i64::from(w[ky * graph::POOL_K + kx])
+                                * i64::from(plane[iy as usize * side + ix as usize]);
                         }
                     }
                     acc_c.push(acc as f64);
@@ -68,13 +83,19 @@ pub fn calibrate_pool(params: &mut ModelParams, patches: &[u8]) -> Result<()> {
             }
         }
     }
-    let means: Vec<f64> = accs.iter().map(|a| a.iter().sum::<f64>() / a.len().max(1) as f64).collect();
+    let means: Vec<f64> = accs
+        .iter()
+        .map(|a| a.iter().sum::<f64>() / a.len().max(1) as f64)
+        .collect();
     params.pool_bias = means.iter().map(|m| -(m.round() as i32)).collect();
     let spread = abs_percentile(
-        accs.iter().zip(&means).flat_map(|(a, m)| a.iter().map(move |v| v - m.round())),
+        accs.iter()
+            .zip(&means)
+            .flat_map(|(a, m)| a.iter().map(move |v| v - m.round())),
         0.999,
     );
-    params.pool_scale = (spread * f64::from(graph::GRAD_SCALE) * f64::from(graph::POOL_W_SCALE) / 127.0) as f32;
+    params.pool_scale =
+        (spread * f64::from(graph::GRAD_SCALE) * f64::from(graph::POOL_W_SCALE) / 127.0) as f32;
     Ok(())
 }
 
@@ -88,10 +109,18 @@ fn centred(f: &[u8]) -> impl Iterator<Item = f64> + '_ {
 }
 
 /// The real-valued projection `[dim][FEATURES]` and the generalised eigenvalues it keeps.
-pub fn fit_projection(fa: &[u8], fb: &[u8], dim: usize, reg: f64, seed: u64) -> Result<(DMatrix<f64>, Vec<f64>)> {
+pub fn fit_projection(
+    fa: &[u8],
+    fb: &[u8],
+    dim: usize,
+    reg: f64,
+    seed: u64,
+) -> Result<(DMatrix<f64>, Vec<f64>)> {
     let n = fa.len() / FEATURES;
     if n < 2 * FEATURES || dim == 0 || dim > FEATURES {
-        return Err(ModelError::Data(format!("{n} training pairs are too few to fit a {dim}-d projection")));
+        return Err(ModelError::Data(format!(
+            "{n} training pairs are too few to fit a {dim}-d projection"
+        )));
     }
     let mut cs = DMatrix::<f64>::zeros(FEATURES, FEATURES);
     let mut cn = DMatrix::<f64>::zeros(FEATURES, FEATURES);
@@ -105,13 +134,19 @@ pub fn fit_projection(fa: &[u8], fb: &[u8], dim: usize, reg: f64, seed: u64) -> 
         }
     };
     for i in 0..n {
-        for (k, (x, y)) in centred(&fa[i * FEATURES..(i + 1) * FEATURES]).zip(centred(&fb[i * FEATURES..(i + 1) * FEATURES])).enumerate() {
+        for (k, (x, y)) in centred(&fa[i * FEATURES..(i + 1) * FEATURES])
+            .zip(centred(&fb[i * FEATURES..(i + 1) * FEATURES]))
+            .enumerate()
+        {
             d[k] = x - y;
         }
         add(&mut cs, &d);
         // A non-matching partner: a different pair's view B.
         let j = (i + 1 + rng.below(n - 1)) % n;
-        for (k, (x, y)) in centred(&fa[i * FEATURES..(i + 1) * FEATURES]).zip(centred(&fb[j * FEATURES..(j + 1) * FEATURES])).enumerate() {
+        for (k, (x, y)) in centred(&fa[i * FEATURES..(i + 1) * FEATURES])
+            .zip(centred(&fb[j * FEATURES..(j + 1) * FEATURES]))
+            .enumerate()
+        {
             d[k] = x - y;
         }
         add(&mut cn, &d);
@@ -132,7 +167,11 @@ pub fn fit_projection(fa: &[u8], fb: &[u8], dim: usize, reg: f64, seed: u64) -> 
     let cnw = (&cnw + cnw.transpose()) * 0.5;
     let en = SymmetricEigen::new(cnw);
     let mut order: Vec<usize> = (0..FEATURES).collect();
-    order.sort_by(|&a, &b| en.eigenvalues[b].total_cmp(&en.eigenvalues[a]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        en.eigenvalues[b]
+            .total_cmp(&en.eigenvalues[a])
+            .then(a.cmp(&b))
+    });
     let mut p = DMatrix::<f64>::zeros(dim, FEATURES);
     let mut kept = Vec::with_capacity(dim);
     for (r, &idx) in order.iter().take(dim).enumerate() {
@@ -174,7 +213,9 @@ pub fn quantise_projection(params: &mut ModelParams, p: &DMatrix<f64>, fa: &[u8]
     for i in 0..n {
         let a: Vec<f64> = centred(&fa[i * FEATURES..(i + 1) * FEATURES]).collect();
         for j in 0..dim {
-            let acc: f64 = (0..FEATURES).map(|k| a[k] * f64::from(params.proj[k * dim + j])).sum();
+            let acc: f64 = (0..FEATURES)
+                .map(|k| a[k] * f64::from(params.proj[k * dim + j]))
+                .sum();
             outs.push(acc);
         }
     }

@@ -106,7 +106,11 @@ impl DescriptorModel {
         match Plan::compile(&proto) {
             Ok(plan) => {
                 check_interface(&plan)?;
-                Ok(DescriptorModel { info, backend: Backend::Kernels(Box::new(plan)), ws: Workspace::default() })
+                Ok(DescriptorModel {
+                    info,
+                    backend: Backend::Kernels(Box::new(plan)),
+                    ws: Workspace::default(),
+                })
             }
             #[cfg(feature = "tract")]
             Err(e @ DescriptorError::UnsupportedOp { .. }) => {
@@ -119,7 +123,11 @@ impl DescriptorModel {
                         t.dim()
                     )));
                 }
-                Ok(DescriptorModel { info, backend: Backend::Tract(t), ws: Workspace::default() })
+                Ok(DescriptorModel {
+                    info,
+                    backend: Backend::Tract(t),
+                    ws: Workspace::default(),
+                })
             }
             Err(e) => Err(e),
         }
@@ -141,6 +149,7 @@ impl DescriptorModel {
 
     /// Forces a GEMM variant (tests and benchmarks); unavailable variants fall back to scalar.
     /// No effect on a tract-run model.
+    #[allow(irrefutable_let_patterns)] // without `tract`, Kernels is the only backend
     pub fn set_isa(&mut self, isa: Isa) {
         if let Backend::Kernels(p) = &mut self.backend {
             p.set_isa(isa);
@@ -158,8 +167,16 @@ impl DescriptorModel {
 
     /// Like [`DescriptorModel::describe`] with a caller-owned workspace, so several threads can
     /// share one model (`&self`). Results do not depend on how a batch is split.
-    pub fn describe_with(&self, ws: &mut Workspace, patches: &[u8], n: usize, out: &mut [i8]) -> Result<()> {
-        if Some(patches.len()) != n.checked_mul(PATCH_PIXELS) || Some(out.len()) != n.checked_mul(DESCRIPTOR_DIM) {
+    pub fn describe_with(
+        &self,
+        ws: &mut Workspace,
+        patches: &[u8],
+        n: usize,
+        out: &mut [i8],
+    ) -> Result<()> {
+        if Some(patches.len()) != n.checked_mul(PATCH_PIXELS)
+            || Some(out.len()) != n.checked_mul(DESCRIPTOR_DIM)
+        {
             return Err(DescriptorError::InvalidInput(format!(
                 "{} patch bytes and {} output values do not fit {n} patches",
                 patches.len(),
@@ -192,11 +209,20 @@ fn check_interface(plan: &Plan) -> Result<()> {
 
 /// Lowercase hex sha256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn info_of(proto: &onnx::ModelProto, bytes: &[u8]) -> ModelInfo {
-    let meta = |k: &str| proto.metadata_props.iter().find(|p| p.key == k).map(|p| p.value.clone());
+    let meta = |k: &str| {
+        proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key == k)
+            .map(|p| p.value.clone())
+    };
     ModelInfo {
         name: meta("name")
             .or_else(|| proto.graph.as_ref().map(|g| g.name.clone()))

@@ -283,7 +283,8 @@ const MAX_ELEMENTS: usize = 1 << 26;
 /// Decodes a constant tensor with strict checks: known element type, dims that multiply to the
 /// element count without overflow, no external data.
 pub fn constant(t: &TensorProto) -> Result<Constant> {
-    let bad = |msg: String| DescriptorError::InvalidGraph(format!("initializer `{}`: {msg}", t.name));
+    let bad =
+        |msg: String| DescriptorError::InvalidGraph(format!("initializer `{}`: {msg}", t.name));
     if t.data_location != 0 {
         return Err(bad("external data is not supported".into()));
     }
@@ -358,11 +359,19 @@ pub fn constant(t: &TensorProto) -> Result<Constant> {
             ),
             _ => TensorData::Int(t.int32_data.iter().map(|&v| i64::from(v)).collect()),
         };
-        let c = Constant { data_type: t.data_type, dims: dims.clone(), data };
+        let c = Constant {
+            data_type: t.data_type,
+            dims: dims.clone(),
+            data,
+        };
         if c.len() != count {
             return Err(bad(format!("{} elements, dims need {count}", c.len())));
         }
         return Ok(c);
     };
-    Ok(Constant { data_type: t.data_type, dims, data })
+    Ok(Constant {
+        data_type: t.data_type,
+        dims,
+        data,
+    })
 }

@@ -114,13 +114,40 @@ struct PoolStep {
 enum Step {
     Conv(Box<ConvStep>),
     MatMul(Box<MatMulStep>),
-    Relu { src: usize, dst: usize },
-    View { src: usize, dst: usize },
+    Relu {
+        src: usize,
+        dst: usize,
+    },
+    View {
+        src: usize,
+        dst: usize,
+    },
     MaxPool(PoolStep),
-    Quantize { src: usize, dst: usize, scale: f32, zp: i32 },
-    Dequantize { src: usize, dst: usize, scale: f32, zp: i32 },
-    LpNorm { src: usize, dst: usize, d: usize },
-    L2NormQ { src: usize, dst: usize, x_zp: i32, gain: u32, y_zp: i32, d: usize },
+    Quantize {
+        src: usize,
+        dst: usize,
+        scale: f32,
+        zp: i32,
+    },
+    Dequantize {
+        src: usize,
+        dst: usize,
+        scale: f32,
+        zp: i32,
+    },
+    LpNorm {
+        src: usize,
+        dst: usize,
+        d: usize,
+    },
+    L2NormQ {
+        src: usize,
+        dst: usize,
+        x_zp: i32,
+        gain: u32,
+        y_zp: i32,
+        d: usize,
+    },
 }
 
 impl Step {
@@ -201,7 +228,8 @@ impl Attrs<'_> {
         self.get(name).map(|a| a.ints.as_slice())
     }
     fn string(&self, name: &str) -> Option<String> {
-        self.get(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        self.get(name)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
     fn only(&self, allowed: &[&str]) -> Result<()> {
         for a in &self.0.attribute {
@@ -235,7 +263,10 @@ impl<'g> Compiler<'g> {
             .ok_or_else(|| invalid(node, format!("input {idx} is missing")))?;
         self.consts.get(name).ok_or_else(|| {
             if self.names.contains_key(name) {
-                unsupported(node, format!("input `{name}` must be a constant initializer"))
+                unsupported(
+                    node,
+                    format!("input `{name}` must be a constant initializer"),
+                )
             } else {
                 invalid(node, format!("input `{name}` is not defined before use"))
             }
@@ -252,11 +283,17 @@ impl<'g> Compiler<'g> {
 
     fn scale(&self, node: &NodeProto, idx: usize) -> Result<f32> {
         let c = self.constant(node, idx)?;
-        let s = c
-            .scalar_f32()
-            .ok_or_else(|| unsupported(node, format!("input {idx}: only per-tensor (scalar) f32 scales")))?;
+        let s = c.scalar_f32().ok_or_else(|| {
+            unsupported(
+                node,
+                format!("input {idx}: only per-tensor (scalar) f32 scales"),
+            )
+        })?;
         if !(s.is_finite() && s > 0.0) {
-            return Err(invalid(node, format!("scale {s} is not positive and finite")));
+            return Err(invalid(
+                node,
+                format!("scale {s} is not positive and finite"),
+            ));
         }
         Ok(s)
     }
@@ -264,13 +301,21 @@ impl<'g> Compiler<'g> {
     /// A zero point and its element type (u8/i8).
     fn zero_point(&self, node: &NodeProto, idx: usize) -> Result<(i32, DType)> {
         let c = self.constant(node, idx)?;
-        let v = c
-            .scalar_int()
-            .ok_or_else(|| unsupported(node, format!("input {idx}: only per-tensor (scalar) zero points")))?;
+        let v = c.scalar_int().ok_or_else(|| {
+            unsupported(
+                node,
+                format!("input {idx}: only per-tensor (scalar) zero points"),
+            )
+        })?;
         let dt = match c.data_type {
             data_type::UINT8 => DType::U8,
             data_type::INT8 => DType::I8,
-            other => return Err(unsupported(node, format!("zero point of element type {other}"))),
+            other => {
+                return Err(unsupported(
+                    node,
+                    format!("zero point of element type {other}"),
+                ));
+            }
         };
         Ok((v as i32, dt))
     }
@@ -282,7 +327,10 @@ impl<'g> Compiler<'g> {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| invalid(node, format!("input {idx} is missing")))?;
         if self.consts.contains_key(name) {
-            return Err(unsupported(node, format!("input `{name}` must be a computed tensor, not a constant")));
+            return Err(unsupported(
+                node,
+                format!("input `{name}` must be a computed tensor, not a constant"),
+            ));
         }
         self.names
             .get(name)
@@ -302,8 +350,16 @@ impl<'g> Compiler<'g> {
         if self.names.contains_key(name) || self.consts.contains_key(name) {
             return Err(invalid(node, format!("output `{name}` is defined twice")));
         }
-        let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&l| l > 0 && l <= 1 << 24);
-        let len = len.ok_or_else(|| invalid(node, format!("output shape {shape:?} is empty or too large")))?;
+        let len = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&l| l > 0 && l <= 1 << 24);
+        let len = len.ok_or_else(|| {
+            invalid(
+                node,
+                format!("output shape {shape:?} is empty or too large"),
+            )
+        })?;
         self.slots.push(Slot { dtype, shape, len });
         let id = self.slots.len() - 1;
         self.names.insert(name.clone(), id);
@@ -324,11 +380,19 @@ impl<'g> Compiler<'g> {
     fn spatial(&self, node: &NodeProto, src: usize) -> Result<(usize, usize, usize)> {
         match self.slots[src].shape.as_slice() {
             &[c, h, w] => Ok((c, h, w)),
-            s => Err(unsupported(node, format!("input per-sample shape {s:?}: only NCHW 2-D"))),
+            s => Err(unsupported(
+                node,
+                format!("input per-sample shape {s:?}: only NCHW 2-D"),
+            )),
         }
     }
 
-    fn pads_strides(&self, node: &NodeProto, kh: usize, kw: usize) -> Result<([usize; 4], [usize; 2], [usize; 2])> {
+    fn pads_strides(
+        &self,
+        node: &NodeProto,
+        kh: usize,
+        kw: usize,
+    ) -> Result<([usize; 4], [usize; 2], [usize; 2])> {
         let a = Attrs(node);
         match a.string("auto_pad").as_deref() {
             None | Some("NOTSET") | Some("") => {}
@@ -353,13 +417,24 @@ impl<'g> Compiler<'g> {
         };
         let stride = two("strides")?;
         let dil = two("dilations")?;
-        if pads[0] >= kh * dil[0] || pads[2] >= kh * dil[0] || pads[1] >= kw * dil[1] || pads[3] >= kw * dil[1] {
+        if pads[0] >= kh * dil[0]
+            || pads[2] >= kh * dil[0]
+            || pads[1] >= kw * dil[1]
+            || pads[3] >= kw * dil[1]
+        {
             return Err(unsupported(node, "padding at least as large as the kernel"));
         }
         Ok((pads, stride, dil))
     }
 
-    fn out_size(node: &NodeProto, n: usize, pad: usize, k: usize, dil: usize, stride: usize) -> Result<usize> {
+    fn out_size(
+        node: &NodeProto,
+        n: usize,
+        pad: usize,
+        k: usize,
+        dil: usize,
+        stride: usize,
+    ) -> Result<usize> {
         let span = dil * (k - 1) + 1;
         let padded = n + pad;
         if padded < span {
@@ -369,7 +444,14 @@ impl<'g> Compiler<'g> {
     }
 
     fn qlinear_conv(&mut self, node: &NodeProto) -> Result<()> {
-        Attrs(node).only(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])?;
+        Attrs(node).only(&[
+            "auto_pad",
+            "dilations",
+            "group",
+            "kernel_shape",
+            "pads",
+            "strides",
+        ])?;
         let src = self.dynamic(node, 0)?;
         let x_scale = self.scale(node, 1)?;
         let (x_zp, x_dt) = self.zero_point(node, 2)?;
@@ -388,16 +470,30 @@ impl<'g> Compiler<'g> {
         let (cin, h, wd) = self.spatial(node, src)?;
         let [cout, cin_g, kh, kw] = match w.dims.as_slice() {
             &[a, b, c, d] => [a, b, c, d],
-            d => return Err(unsupported(node, format!("weight shape {d:?}: only 2-D convolutions"))),
-        };
-        if let Some(ks) = Attrs(node).ints("kernel_shape") {
-            if ks != [kh as i64, kw as i64] {
-                return Err(invalid(node, "kernel_shape disagrees with the weights"));
+            d => {
+                return Err(unsupported(
+                    node,
+                    format!("weight shape {d:?}: only 2-D convolutions"),
+                ));
             }
+        };
+        if let Some(ks) = Attrs(node).ints("kernel_shape")
+            && ks != [kh as i64, kw as i64]
+        {
+            return Err(invalid(node, "kernel_shape disagrees with the weights"));
         }
         let group = to_usize(node, Attrs(node).int("group", 1), "group")?;
-        if group == 0 || cin_g == 0 || kh == 0 || kw == 0 || cin != cin_g * group || cout % group != 0 {
-            return Err(invalid(node, format!("channels: input {cin}, weights {cout}x{cin_g}, group {group}")));
+        if group == 0
+            || cin_g == 0
+            || kh == 0
+            || kw == 0
+            || cin != cin_g * group
+            || cout % group != 0
+        {
+            return Err(invalid(
+                node,
+                format!("channels: input {cin}, weights {cout}x{cin_g}, group {group}"),
+            ));
         }
         let k = cin_g * kh * kw;
         if k > 60_000 {
@@ -410,7 +506,10 @@ impl<'g> Compiler<'g> {
             TensorData::Int(v) => v.iter().map(|&x| x as i8).collect(),
             TensorData::F32(_) => return Err(invalid(node, "weights are not integers")),
         };
-        let wsum = weights.chunks_exact(k).map(|r| r.iter().map(|&x| i32::from(x)).sum()).collect();
+        let wsum = weights
+            .chunks_exact(k)
+            .map(|r| r.iter().map(|&x| i32::from(x)).sum())
+            .collect();
         let bias = match bias {
             None => vec![0; cout],
             Some(b) if b.data_type == data_type::INT32 && b.len() == cout => match b.data {
@@ -419,8 +518,9 @@ impl<'g> Compiler<'g> {
             },
             Some(_) => return Err(invalid(node, format!("bias must be int32 [{cout}]"))),
         };
-        let requant = Requant::from_real(f64::from(x_scale) * f64::from(w_scale) / f64::from(y_scale))
-            .map_err(|e| invalid(node, e))?;
+        let requant =
+            Requant::from_real(f64::from(x_scale) * f64::from(w_scale) / f64::from(y_scale))
+                .map_err(|e| invalid(node, e))?;
         let dst = self.define(node, y_dt, vec![cout, oh, ow])?;
         let src_i8 = x_dt == DType::I8;
         self.steps.push(Step::Conv(Box::new(ConvStep {
@@ -468,11 +568,21 @@ impl<'g> Compiler<'g> {
         let b_off = match (b.data_type, b_dt, b_zp) {
             (data_type::INT8, DType::I8, 0) => 0,
             (data_type::UINT8, DType::U8, 128) => 128,
-            _ => return Err(unsupported(node, "only constant B as int8 with zero point 0 or uint8 with zero point 128")),
+            _ => {
+                return Err(unsupported(
+                    node,
+                    "only constant B as int8 with zero point 0 or uint8 with zero point 128",
+                ));
+            }
         };
         let k = match self.slots[src].shape.as_slice() {
             &[k] => k,
-            s => return Err(unsupported(node, format!("A per-sample shape {s:?}: only [N, K]"))),
+            s => {
+                return Err(unsupported(
+                    node,
+                    format!("A per-sample shape {s:?}: only [N, K]"),
+                ));
+            }
         };
         let ncol = match b.dims.as_slice() {
             &[bk, n] if bk == k => n,
@@ -491,9 +601,13 @@ impl<'g> Compiler<'g> {
                 weights_t[j * k + kk] = bv[kk * ncol + j];
             }
         }
-        let wsum = weights_t.chunks_exact(k).map(|r| r.iter().map(|&x| i32::from(x)).sum()).collect();
-        let requant = Requant::from_real(f64::from(a_scale) * f64::from(b_scale) / f64::from(y_scale))
-            .map_err(|e| invalid(node, e))?;
+        let wsum = weights_t
+            .chunks_exact(k)
+            .map(|r| r.iter().map(|&x| i32::from(x)).sum())
+            .collect();
+        let requant =
+            Requant::from_real(f64::from(a_scale) * f64::from(b_scale) / f64::from(y_scale))
+                .map_err(|e| invalid(node, e))?;
         let dst = self.define(node, y_dt, vec![ncol])?;
         let src_i8 = a_dt == DType::I8;
         self.steps.push(Step::MatMul(Box::new(MatMulStep {
@@ -513,7 +627,15 @@ impl<'g> Compiler<'g> {
     }
 
     fn max_pool(&mut self, node: &NodeProto) -> Result<()> {
-        Attrs(node).only(&["auto_pad", "kernel_shape", "pads", "strides", "ceil_mode", "dilations", "storage_order"])?;
+        Attrs(node).only(&[
+            "auto_pad",
+            "kernel_shape",
+            "pads",
+            "strides",
+            "ceil_mode",
+            "dilations",
+            "storage_order",
+        ])?;
         if Attrs(node).int("ceil_mode", 0) != 0 || Attrs(node).int("storage_order", 0) != 0 {
             return Err(unsupported(node, "ceil_mode / storage_order"));
         }
@@ -534,7 +656,19 @@ impl<'g> Compiler<'g> {
         let ow = Self::out_size(node, w, pads[1] + pads[3], kw, 1, stride[1])?;
         let dtype = self.slots[src].dtype;
         let dst = self.define(node, dtype, vec![c, oh, ow])?;
-        self.steps.push(Step::MaxPool(PoolStep { src, dst, c, h, w, kh, kw, stride, pads, oh, ow }));
+        self.steps.push(Step::MaxPool(PoolStep {
+            src,
+            dst,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            stride,
+            pads,
+            oh,
+            ow,
+        }));
         Ok(())
     }
 
@@ -557,7 +691,10 @@ impl<'g> Compiler<'g> {
                 return Err(invalid(node, "empty target shape"));
             };
             if first != 0 && first != -1 {
-                return Err(unsupported(node, "first target dimension must keep the batch (0 or -1)"));
+                return Err(unsupported(
+                    node,
+                    "first target dimension must keep the batch (0 or -1)",
+                ));
             }
             if first == -1 && rest.contains(&-1) {
                 return Err(invalid(node, "two -1 dimensions"));
@@ -571,14 +708,20 @@ impl<'g> Compiler<'g> {
                         free = Some(i);
                         dims.push(1);
                     }
-                    0 => dims.push(*cur.get(i).ok_or_else(|| invalid(node, "0 beyond input rank"))?),
+                    0 => dims.push(
+                        *cur.get(i)
+                            .ok_or_else(|| invalid(node, "0 beyond input rank"))?,
+                    ),
                     d if d > 0 => dims.push(d as usize),
                     _ => return Err(invalid(node, format!("target shape {target:?}"))),
                 }
             }
-            let known = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(0);
+            let known = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .unwrap_or(0);
             if let Some(i) = free {
-                if known == 0 || len % known != 0 {
+                if known == 0 || !len.is_multiple_of(known) {
                     return Err(invalid(node, "cannot infer -1"));
                 }
                 dims[i] = len / known;
@@ -614,7 +757,10 @@ impl<'g> Compiler<'g> {
                     .and_then(|a| a.t.as_ref())
                     .ok_or_else(|| unsupported(node, "only a `value` tensor"))?;
                 let name = node.output.first().cloned().unwrap_or_default();
-                if name.is_empty() || self.consts.contains_key(&name) || self.names.contains_key(&name) {
+                if name.is_empty()
+                    || self.consts.contains_key(&name)
+                    || self.names.contains_key(&name)
+                {
                     return Err(invalid(node, "bad or duplicate output name"));
                 }
                 let c = onnx::constant(t)?;
@@ -644,7 +790,12 @@ impl<'g> Compiler<'g> {
                 }
                 let shape = self.slots[src].shape.clone();
                 let dst = self.define(node, DType::F32, shape)?;
-                self.steps.push(Step::Dequantize { src, dst, scale, zp });
+                self.steps.push(Step::Dequantize {
+                    src,
+                    dst,
+                    scale,
+                    zp,
+                });
                 Ok(())
             }
             "QuantizeLinear" => {
@@ -660,7 +811,12 @@ impl<'g> Compiler<'g> {
                 }
                 let shape = self.slots[src].shape.clone();
                 let dst = self.define(node, dt, shape)?;
-                self.steps.push(Step::Quantize { src, dst, scale, zp });
+                self.steps.push(Step::Quantize {
+                    src,
+                    dst,
+                    scale,
+                    zp,
+                });
                 Ok(())
             }
             "LpNormalization" => {
@@ -687,7 +843,10 @@ impl<'g> Compiler<'g> {
         let shape = &self.slots[src].shape;
         let axis = Attrs(node).int("axis", -1);
         if shape.len() != 1 || !(axis == -1 || axis == 1) {
-            return Err(unsupported(node, "only over the feature axis of an [N, D] tensor"));
+            return Err(unsupported(
+                node,
+                "only over the feature axis of an [N, D] tensor",
+            ));
         }
         Ok(shape[0])
     }
@@ -708,10 +867,17 @@ impl<'g> Compiler<'g> {
         src: usize,
         x_zp: i32,
     ) -> Result<Option<Step>> {
-        let Some(dq_out) = dq.output.first() else { return Ok(None) };
-        let Some(li) = self.single_consumer(all, dq_out) else { return Ok(None) };
+        let Some(dq_out) = dq.output.first() else {
+            return Ok(None);
+        };
+        let Some(li) = self.single_consumer(all, dq_out) else {
+            return Ok(None);
+        };
         let lp = &all[li];
-        if li <= idx || lp.op_type != "LpNormalization" || !(lp.domain.is_empty() || lp.domain == "ai.onnx") {
+        if li <= idx
+            || lp.op_type != "LpNormalization"
+            || !(lp.domain.is_empty() || lp.domain == "ai.onnx")
+        {
             return Ok(None);
         }
         if Attrs(lp).only(&["axis", "p"]).is_err() || Attrs(lp).int("p", 2) != 2 {
@@ -723,8 +889,12 @@ impl<'g> Compiler<'g> {
             return Ok(None);
         }
         let d = shape[0];
-        let Some(lp_out) = lp.output.first() else { return Ok(None) };
-        let Some(qi) = self.single_consumer(all, lp_out) else { return Ok(None) };
+        let Some(lp_out) = lp.output.first() else {
+            return Ok(None);
+        };
+        let Some(qi) = self.single_consumer(all, lp_out) else {
+            return Ok(None);
+        };
         let q = &all[qi];
         if qi <= li || q.op_type != "QuantizeLinear" || q.input.first() != Some(lp_out) {
             return Ok(None);
@@ -732,24 +902,41 @@ impl<'g> Compiler<'g> {
         if Attrs(q).only(&["axis", "saturate"]).is_err() || q.input.len() < 3 {
             return Ok(None);
         }
-        let Ok(y_scale) = self.scale(q, 1) else { return Ok(None) };
-        let Ok((y_zp, DType::I8)) = self.zero_point(q, 2) else { return Ok(None) };
+        let Ok(y_scale) = self.scale(q, 1) else {
+            return Ok(None);
+        };
+        let Ok((y_zp, DType::I8)) = self.zero_point(q, 2) else {
+            return Ok(None);
+        };
         let gain = (1.0 / f64::from(y_scale)).round();
-        if !(1.0..=65535.0).contains(&gain) || (1.0 / f64::from(y_scale) - gain).abs() > 1e-4 * gain {
+        if !(1.0..=65535.0).contains(&gain) || (1.0 / f64::from(y_scale) - gain).abs() > 1e-4 * gain
+        {
             return Ok(None);
         }
         let dst = self.define(q, DType::I8, vec![d])?;
         self.fused[li] = true;
         self.fused[qi] = true;
-        Ok(Some(Step::L2NormQ { src, dst, x_zp, gain: gain as u32, y_zp, d }))
+        Ok(Some(Step::L2NormQ {
+            src,
+            dst,
+            x_zp,
+            gain: gain as u32,
+            y_zp,
+            d,
+        }))
     }
 }
 
 /// Reads a value_info's element type and per-sample shape (dims after the batch dimension).
 fn interface(v: &onnx::ValueInfoProto) -> Result<(DType, Vec<usize>)> {
     let bad = |m: &str| DescriptorError::Interface(format!("`{}`: {m}", v.name));
-    let tt = v.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()).ok_or_else(|| bad("not a tensor"))?;
-    let dtype = DType::from_onnx(tt.elem_type).ok_or_else(|| bad("element type is not u8, i8 or f32"))?;
+    let tt = v
+        .r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .ok_or_else(|| bad("not a tensor"))?;
+    let dtype =
+        DType::from_onnx(tt.elem_type).ok_or_else(|| bad("element type is not u8, i8 or f32"))?;
     let dims = &tt.shape.as_ref().ok_or_else(|| bad("no shape"))?.dim;
     if dims.is_empty() {
         return Err(bad("rank 0"));
@@ -767,7 +954,10 @@ fn interface(v: &onnx::ValueInfoProto) -> Result<(DType, Vec<usize>)> {
 impl Plan {
     /// Compiles a decoded model. Errors name the first unsupported op, or what is malformed.
     pub fn compile(model: &onnx::ModelProto) -> Result<Plan> {
-        let graph = model.graph.as_ref().ok_or_else(|| DescriptorError::InvalidGraph("no graph".into()))?;
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| DescriptorError::InvalidGraph("no graph".into()))?;
         let opset = model
             .opset_import
             .iter()
@@ -782,16 +972,29 @@ impl Plan {
         let mut consts = HashMap::new();
         for t in &graph.initializer {
             if t.name.is_empty() || consts.contains_key(&t.name) {
-                return Err(DescriptorError::InvalidGraph(format!("bad or duplicate initializer `{}`", t.name)));
+                return Err(DescriptorError::InvalidGraph(format!(
+                    "bad or duplicate initializer `{}`",
+                    t.name
+                )));
             }
             consts.insert(t.name.clone(), onnx::constant(t)?);
         }
-        let inputs: Vec<_> = graph.input.iter().filter(|i| !consts.contains_key(&i.name)).collect();
+        let inputs: Vec<_> = graph
+            .input
+            .iter()
+            .filter(|i| !consts.contains_key(&i.name))
+            .collect();
         let [input] = inputs.as_slice() else {
-            return Err(DescriptorError::Interface(format!("{} graph inputs, need exactly 1", inputs.len())));
+            return Err(DescriptorError::Interface(format!(
+                "{} graph inputs, need exactly 1",
+                inputs.len()
+            )));
         };
         let [output] = graph.output.as_slice() else {
-            return Err(DescriptorError::Interface(format!("{} graph outputs, need exactly 1", graph.output.len())));
+            return Err(DescriptorError::Interface(format!(
+                "{} graph outputs, need exactly 1",
+                graph.output.len()
+            )));
         };
         let (in_dtype, in_shape) = interface(input)?;
         let mut consumers: HashMap<&str, usize> = HashMap::new();
@@ -811,9 +1014,15 @@ impl Plan {
         };
         let len = in_shape.iter().product::<usize>();
         if len == 0 || len > 1 << 24 {
-            return Err(DescriptorError::Interface("input shape is empty or too large".into()));
+            return Err(DescriptorError::Interface(
+                "input shape is empty or too large".into(),
+            ));
         }
-        c.slots.push(Slot { dtype: in_dtype, shape: in_shape, len });
+        c.slots.push(Slot {
+            dtype: in_dtype,
+            shape: in_shape,
+            len,
+        });
         c.names.insert(input.name.clone(), 0);
         for (i, node) in graph.node.iter().enumerate() {
             if c.fused[i] {
@@ -822,7 +1031,10 @@ impl Plan {
             c.node(i, node, &graph.node)?;
         }
         let out = *c.names.get(&output.name).ok_or_else(|| {
-            DescriptorError::InvalidGraph(format!("graph output `{}` is never computed", output.name))
+            DescriptorError::InvalidGraph(format!(
+                "graph output `{}` is never computed",
+                output.name
+            ))
         })?;
         let (out_dtype, out_shape) = interface(output)?;
         if out_dtype != c.slots[out].dtype || out_shape != c.slots[out].shape {
@@ -859,7 +1071,10 @@ impl Plan {
 
     /// Element type and per-sample shape of the graph output.
     pub fn output_spec(&self) -> (DType, &[usize]) {
-        (self.slots[self.output].dtype, &self.slots[self.output].shape)
+        (
+            self.slots[self.output].dtype,
+            &self.slots[self.output].shape,
+        )
     }
 
     /// Graph input and output names.
@@ -874,7 +1089,13 @@ impl Plan {
 
     /// Runs a u8-input graph on `n` samples. The output's element type decides which of `out`'s
     /// variants must be given; see [`Output`].
-    pub fn run(&self, ws: &mut Workspace, input: &[u8], n: usize, mut out: Output<'_>) -> Result<()> {
+    pub fn run(
+        &self,
+        ws: &mut Workspace,
+        input: &[u8],
+        n: usize,
+        mut out: Output<'_>,
+    ) -> Result<()> {
         let in_len = self.slots[self.input].len;
         let out_len = self.slots[self.output].len;
         if self.slots[self.input].dtype != DType::U8 {
@@ -908,7 +1129,8 @@ impl Plan {
         let mut start = 0;
         while start < n {
             let nb = (n - start).min(CHUNK);
-            ws.u8s[self.input][..nb * in_len].copy_from_slice(&input[start * in_len..(start + nb) * in_len]);
+            ws.u8s[self.input][..nb * in_len]
+                .copy_from_slice(&input[start * in_len..(start + nb) * in_len]);
             for step in &self.steps {
                 self.exec(step, ws, nb)?;
             }
@@ -988,11 +1210,20 @@ impl Plan {
                 }
                 Ok(())
             }
-            Step::Quantize { src, dst, scale, zp } => {
+            Step::Quantize {
+                src,
+                dst,
+                scale,
+                zp,
+            } => {
                 let len = self.slots[*src].len * nb;
                 let q = |v: f32| -> i32 {
                     let r = (v / scale).round_ties_even();
-                    if r.is_nan() { *zp } else { (r.clamp(-1e9, 1e9) as i32).saturating_add(*zp) }
+                    if r.is_nan() {
+                        *zp
+                    } else {
+                        (r.clamp(-1e9, 1e9) as i32).saturating_add(*zp)
+                    }
                 };
                 let s = &ws.f32s[*src][..len];
                 match self.slots[*dst].dtype {
@@ -1009,7 +1240,12 @@ impl Plan {
                 }
                 Ok(())
             }
-            Step::Dequantize { src, dst, scale, zp } => {
+            Step::Dequantize {
+                src,
+                dst,
+                scale,
+                zp,
+            } => {
                 let len = self.slots[*src].len * nb;
                 let d = &mut ws.f32s[*dst][..len];
                 match self.slots[*src].dtype {
@@ -1028,7 +1264,10 @@ impl Plan {
             }
             Step::LpNorm { src, dst, d } => {
                 let (s, o) = two(&mut ws.f32s, *src, *dst);
-                for (orow, srow) in o[..nb * d].chunks_exact_mut(*d).zip(s[..nb * d].chunks_exact(*d)) {
+                for (orow, srow) in o[..nb * d]
+                    .chunks_exact_mut(*d)
+                    .zip(s[..nb * d].chunks_exact(*d))
+                {
                     let norm = srow.iter().map(|&v| v * v).sum::<f32>().sqrt();
                     for (ov, &v) in orow.iter_mut().zip(srow) {
                         *ov = if norm > 0.0 { v / norm } else { 0.0 };
@@ -1036,7 +1275,14 @@ impl Plan {
                 }
                 Ok(())
             }
-            Step::L2NormQ { src, dst, x_zp, gain, y_zp, d } => {
+            Step::L2NormQ {
+                src,
+                dst,
+                x_zp,
+                gain,
+                y_zp,
+                d,
+            } => {
                 ws.row.resize(*d, 0);
                 for s in 0..nb {
                     let r = s * d..(s + 1) * d;
@@ -1085,25 +1331,53 @@ impl Plan {
                         for ky in 0..c.kh {
                             for kx in 0..c.kw {
                                 let row = (ci * c.kh + ky) * c.kw + kx;
-                                let dst = &mut ws.col[row * ncols + s * p..row * ncols + (s + 1) * p];
+                                let dst =
+                                    &mut ws.col[row * ncols + s * p..row * ncols + (s + 1) * p];
+                                // Valid output columns: 0 <= ox·stride + kx·dil − pad < w.
+                                let off = (kx * c.dil[1]) as isize - c.pads[1] as isize;
+                                let st = c.stride[1] as isize;
+                                let lo = if off >= 0 {
+                                    0
+                                } else {
+                                    ((-off + st - 1) / st) as usize
+                                }
+                                .min(c.ow);
+                                let hi = if (c.w as isize) <= off {
+                                    0
+                                } else {
+                                    ((c.w as isize - off + st - 1) / st) as usize
+                                }
+                                .clamp(lo, c.ow);
                                 for oy in 0..c.oh {
-                                    let iy = (oy * c.stride[0] + ky * c.dil[0]) as isize - c.pads[0] as isize;
-                                    for ox in 0..c.ow {
-                                        let ix = (ox * c.stride[1] + kx * c.dil[1]) as isize - c.pads[1] as isize;
-                                        dst[oy * c.ow + ox] = if iy >= 0
-                                            && (iy as usize) < c.h
-                                            && ix >= 0
-                                            && (ix as usize) < c.w
-                                        {
-                                            let i = plane + iy as usize * c.w + ix as usize;
-                                            if c.src_i8 {
-                                                (ws.i8s[c.src][i] as u8) ^ shift
-                                            } else {
-                                                ws.u8s[c.src][i]
-                                            }
+                                    let iy = (oy * c.stride[0] + ky * c.dil[0]) as isize
+                                        - c.pads[0] as isize;
+                                    let out = &mut dst[oy * c.ow..(oy + 1) * c.ow];
+                                    if iy < 0 || iy as usize >= c.h {
+                                        out.fill(pad_val);
+                                        continue;
+                                    }
+                                    out[..lo].fill(pad_val);
+                                    out[hi..].fill(pad_val);
+                                    let first = ((plane + iy as usize * c.w) as isize
+                                        + off
+                                        + lo as isize * st)
+                                        as usize;
+                                    let sst = c.stride[1];
+                                    if c.src_i8 {
+                                        let src = &ws.i8s[c.src];
+                                        for (j, o) in out[lo..hi].iter_mut().enumerate() {
+                                            *o = (src[first + j * sst] as u8) ^ shift;
+                                        }
+                                    } else {
+                                        let src = &ws.u8s[c.src];
+                                        if sst == 1 {
+                                            out[lo..hi]
+                                                .copy_from_slice(&src[first..first + (hi - lo)]);
                                         } else {
-                                            pad_val
-                                        };
+                                            for (j, o) in out[lo..hi].iter_mut().enumerate() {
+                                                *o = src[first + j * sst];
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -1121,12 +1395,20 @@ impl Plan {
                         match c.dst_dtype {
                             DType::U8 => {
                                 for (d, &a) in ws.u8s[c.dst][o..o + p].iter_mut().zip(acc) {
-                                    *d = sat_u8(c.requant.apply(a.wrapping_add(corr)).saturating_add(c.y_zp));
+                                    *d = sat_u8(
+                                        c.requant
+                                            .apply(a.wrapping_add(corr))
+                                            .saturating_add(c.y_zp),
+                                    );
                                 }
                             }
                             _ => {
                                 for (d, &a) in ws.i8s[c.dst][o..o + p].iter_mut().zip(acc) {
-                                    *d = sat_i8(c.requant.apply(a.wrapping_add(corr)).saturating_add(c.y_zp));
+                                    *d = sat_i8(
+                                        c.requant
+                                            .apply(a.wrapping_add(corr))
+                                            .saturating_add(c.y_zp),
+                                    );
                                 }
                             }
                         }
@@ -1156,7 +1438,10 @@ impl Plan {
         for j in 0..m.ncol {
             let corr = -m.a_zp * m.wsum[j];
             for s in 0..nb {
-                let v = m.requant.apply(ws.acc[j * nb + s].wrapping_add(corr)).saturating_add(m.y_zp);
+                let v = m
+                    .requant
+                    .apply(ws.acc[j * nb + s].wrapping_add(corr))
+                    .saturating_add(m.y_zp);
                 match m.dst_dtype {
                     DType::U8 => ws.u8s[m.dst][s * m.ncol + j] = sat_u8(v),
                     _ => ws.i8s[m.dst][s * m.ncol + j] = sat_i8(v),

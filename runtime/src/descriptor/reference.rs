@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use super::error::{DescriptorError, Result};
 use super::PATCH_SIZE;
+use super::error::{DescriptorError, Result};
 
 fn err(e: impl std::fmt::Display) -> DescriptorError {
     DescriptorError::Tract(format!("{e:#}"))
@@ -33,10 +33,16 @@ impl TractModel {
             let typed = model.into_typed()?;
             let out = typed.output_fact(0)?.clone();
             if out.datum_type != i8::datum_type() {
-                return Err(TractError::msg(format!("output element type is {:?}, not i8", out.datum_type)));
+                return Err(TractError::msg(format!(
+                    "output element type is {:?}, not i8",
+                    out.datum_type
+                )));
             }
             if out.rank() != 2 {
-                return Err(TractError::msg(format!("output rank {} is not 2", out.rank())));
+                return Err(TractError::msg(format!(
+                    "output rank {} is not 2",
+                    out.rank()
+                )));
             }
             let dim = out.shape[1]
                 .as_i64()
@@ -71,14 +77,19 @@ impl TractModel {
         }
         let input = Tensor::from_shape(&[n, 1, PATCH_SIZE, PATCH_SIZE], patches).map_err(err)?;
         let result = self.plan.run(tvec!(input.into())).map_err(err)?;
-        let first = result.first().ok_or_else(|| DescriptorError::Tract("no output".into()))?;
+        let first = result
+            .first()
+            .ok_or_else(|| DescriptorError::Tract("no output".into()))?;
         let plain = first.try_as_plain_ram().map_err(err)?;
         let view = plain.as_slice::<i8>().map_err(err)?;
         if view.len() != out.len() {
-            return Err(DescriptorError::Tract(format!("output holds {} values, expected {}", view.len(), out.len())));
+            return Err(DescriptorError::Tract(format!(
+                "output holds {} values, expected {}",
+                view.len(),
+                out.len()
+            )));
         }
         out.copy_from_slice(view);
         Ok(())
     }
 }
-

@@ -432,7 +432,7 @@ mod tests {
     fn warp_by_identity_is_a_copy_and_noise_is_seeded() {
         // Bilinear supersampling reproduces a linear ramp exactly (away from the clamped border).
         let data: Vec<u8> = (0..64 * 48)
-            .map(|i| ((i % 64) * 3 + (i / 64) * 2) as u8)
+            .map(|i| ((i % 64) * 2 + (i / 64) * 2) as u8)
             .collect();
         let a = GrayImage::from_vec(64, 48, data).unwrap();
         let b = warp(&a, &Matrix3::identity(), 64, 48, 0);

@@ -74,7 +74,15 @@ impl Isa {
 /// when the CPU lacks it.
 ///
 /// Errors when a slice is shorter than its dimensions require.
-pub fn gemm_i8u8(isa: Isa, m: usize, n: usize, k: usize, a: &[i8], b: &[u8], c: &mut [i32]) -> Result<()> {
+pub fn gemm_i8u8(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[i8],
+    b: &[u8],
+    c: &mut [i32],
+) -> Result<()> {
     let need = |what: &str, have: usize, want: Option<usize>| -> Result<()> {
         match want {
             Some(w) if have >= w => Ok(()),
@@ -146,7 +154,10 @@ impl Requant {
                 "requantisation multiplier {real} is outside [2^-31, 2^30)"
             )));
         }
-        Ok(Requant { m0: m0 as i32, shift: shift as u32 })
+        Ok(Requant {
+            m0: m0 as i32,
+            shift: shift as u32,
+        })
     }
 
     /// `round_half_to_even(acc · m0 / 2^shift)`, exact in 64-bit integers (ties to even, as
@@ -158,7 +169,11 @@ impl Requant {
         let half = 1i64 << (self.shift - 1);
         let floor = prod >> self.shift;
         let rem = prod - (floor << self.shift);
-        let q = if rem > half || (rem == half && floor & 1 == 1) { floor + 1 } else { floor };
+        let q = if rem > half || (rem == half && floor & 1 == 1) {
+            floor + 1
+        } else {
+            floor
+        };
         q.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
     }
 
@@ -194,7 +209,8 @@ pub fn l2_normalize_row(x: &[i32], x_zp: i32, gain: u32, out_zp: i32, out: &mut 
             continue;
         }
         let rhs = 4 * g * g * i128::from(d) * i128::from(d);
-        let fits = |q: i64| -> bool { q == 0 || i128::from(2 * q - 1).pow(2) * i128::from(ss) <= rhs };
+        let fits =
+            |q: i64| -> bool { q == 0 || i128::from(2 * q - 1).pow(2) * i128::from(ss) <= rhs };
         // Estimate, then correct to the exact integer answer.
         let est = (gain as f64 * d.unsigned_abs() as f64 / (ss as f64).sqrt() + 0.5).floor() as i64;
         let mut q = est.clamp(0, i64::from(gain));
