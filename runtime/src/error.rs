@@ -1,4 +1,8 @@
 //! The runtime's error type: every bad input becomes one of these values, never a panic.
+//!
+//! Each stage keeps its own precise error enum (`FeatureError`, `GeometryError`,
+//! `DescriptorError`, `GpuError`); all of them convert into [`Error`] with `?`, so an app can
+//! handle one type at the crate boundary.
 
 /// Why a runtime call could not do what was asked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -19,6 +23,16 @@ pub enum Error {
     /// A feature extraction or matching input or setting out of range.
     #[error(transparent)]
     Features(#[from] crate::features::FeatureError),
+    /// Pose estimation or triangulation could not produce a result from its input.
+    #[error(transparent)]
+    Geometry(#[from] crate::geometry::GeometryError),
+    /// A descriptor model could not be loaded or run.
+    #[error(transparent)]
+    Descriptor(#[from] crate::descriptor::DescriptorError),
+    /// The GPU path failed; callers fall back to the CPU for that frame.
+    #[cfg(feature = "gpu")]
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 /// The runtime's result type.
