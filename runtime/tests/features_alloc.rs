@@ -1,38 +1,16 @@
 //! After warm-up, extracting features from a frame and matching them allocates nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use sextant_runtime::features::homography::{SplitMix64, gaussian_blur};
 use sextant_runtime::features::{
     DescriptorSet, FeatureConfig, FeatureExtractor, MatchConfig, Matcher,
 };
 use sextant_runtime::{Frame, GrayImage, PixelFormat};
 
-struct Counting;
+use common::counting_alloc::allocations;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
+mod common {
+    pub mod counting_alloc;
 }
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 fn textured(w: u32, h: u32, seed: u64) -> Vec<u8> {
     let mut rng = SplitMix64::new(seed);
@@ -68,9 +46,9 @@ fn a_warm_frame_allocates_nothing() {
     // Warm-up on the two first frames (buffers grow to their largest size).
     run(&frames[0]);
     run(&frames[1]);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     let n = run(&frames[2]);
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = allocations();
     assert!(n > 500, "{n} keypoints");
     assert_eq!(after - before, 0, "allocations in a warm frame");
 }

@@ -1,39 +1,17 @@
 //! After warm-up, robust pose estimation (LO-RANSAC + refinement, with and without gravity)
 //! allocates nothing: its buffers live in the caller's `AbsolutePoseWorkspace`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use sextant_runtime::Camera;
 use sextant_runtime::geometry::synth::{SynthConfig, generate};
 use sextant_runtime::geometry::{
     AbsolutePoseOptions, AbsolutePoseWorkspace, Gravity, estimate_absolute_pose,
 };
 
-struct Counting;
+use common::counting_alloc::allocations;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
+mod common {
+    pub mod counting_alloc;
 }
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn warm_pose_estimation_allocates_nothing() {
@@ -59,7 +37,7 @@ fn warm_pose_estimation_allocates_nothing() {
     .unwrap();
 
     // This is the only test in this binary, so no other thread allocates meanwhile.
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = allocations();
     let mut solved = 0;
     for p in &problems {
         let gravity = Gravity {
@@ -72,7 +50,7 @@ fn warm_pose_estimation_allocates_nothing() {
             solved += usize::from(result.is_ok());
         }
     }
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    let allocations = allocations() - before;
     assert_eq!(solved, 2 * problems.len(), "every problem must solve");
     assert_eq!(allocations, 0, "{allocations} allocations in warm solves");
 }
