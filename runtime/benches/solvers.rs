@@ -12,7 +12,7 @@ use sextant_runtime::geometry::estimator::PoseData;
 use sextant_runtime::geometry::p3p::p3p;
 use sextant_runtime::geometry::refine::{RefineOptions, refine_pose};
 use sextant_runtime::geometry::rng::Pcg32;
-use sextant_runtime::geometry::synth::{SynthConfig, generate, random_rotation};
+use sextant_runtime::geometry::synth::{SynthConfig, generate, random_minimal_instance};
 use sextant_runtime::geometry::up2p::{rotation_to_y, up2p};
 use sextant_runtime::geometry::{
     AbsolutePoseOptions, AbsolutePoseWorkspace, CameraPose, Gravity, Solutions,
@@ -31,25 +31,7 @@ fn instances() -> Vec<Instance> {
     let mut rng = Pcg32::new(1);
     (0..K)
         .map(|_| {
-            let gt = CameraPose {
-                r: random_rotation(&mut rng),
-                t: Vector3::new(
-                    rng.uniform(-1.0, 1.0),
-                    rng.uniform(-1.0, 1.0),
-                    rng.uniform(-1.0, 1.0),
-                ),
-            };
-            let mut x = [Vector3::zeros(); 3];
-            let mut xw = [Vector3::zeros(); 3];
-            for i in 0..3 {
-                let pc = Vector3::new(
-                    rng.uniform(-1.0, 1.0),
-                    rng.uniform(-1.0, 1.0),
-                    rng.uniform(2.0, 8.0),
-                );
-                x[i] = pc.normalize();
-                xw[i] = gt.r.transpose() * (pc - gt.t);
-            }
+            let (gt, x, xw) = random_minimal_instance::<3>(&mut rng, 1.0);
             Instance {
                 x,
                 xw,

@@ -270,29 +270,10 @@ pub fn p3p(
 mod tests {
     use super::*;
     use crate::geometry::rng::Pcg32;
-    use crate::geometry::synth::random_rotation;
+    use crate::geometry::synth::random_minimal_instance;
 
     fn random_instance(rng: &mut Pcg32) -> (CameraPose, [Vector3<f64>; 3], [Vector3<f64>; 3]) {
-        let gt = CameraPose {
-            r: random_rotation(rng),
-            t: Vector3::new(
-                rng.uniform(-2.0, 2.0),
-                rng.uniform(-2.0, 2.0),
-                rng.uniform(-2.0, 2.0),
-            ),
-        };
-        let mut x = [Vector3::zeros(); 3];
-        let mut xw = [Vector3::zeros(); 3];
-        for i in 0..3 {
-            let pc = Vector3::new(
-                rng.uniform(-1.0, 1.0),
-                rng.uniform(-1.0, 1.0),
-                rng.uniform(2.0, 8.0),
-            );
-            x[i] = pc.normalize();
-            xw[i] = gt.r.transpose() * (pc - gt.t);
-        }
-        (gt, x, xw)
+        random_minimal_instance(rng, 2.0)
     }
 
     #[test]

@@ -22,6 +22,32 @@ pub fn random_rotation(rng: &mut Pcg32) -> Matrix3<f64> {
     *q.to_rotation_matrix().matrix()
 }
 
+/// A random pose (uniform rotation, translation uniform in ±`max_translation` on each axis) and
+/// `N` points in front of it (normalised x, y in ±1, depth 2–8 m): their unit bearings in the
+/// camera frame and their world positions. The minimal solvers' tests and benches draw from it.
+pub fn random_minimal_instance<const N: usize>(
+    rng: &mut Pcg32,
+    max_translation: f64,
+) -> (CameraPose, [Vector3<f64>; N], [Vector3<f64>; N]) {
+    let m = max_translation;
+    let gt = CameraPose {
+        r: random_rotation(rng),
+        t: Vector3::new(rng.uniform(-m, m), rng.uniform(-m, m), rng.uniform(-m, m)),
+    };
+    let mut bearings = [Vector3::zeros(); N];
+    let mut world = [Vector3::zeros(); N];
+    for (x, xw) in bearings.iter_mut().zip(world.iter_mut()) {
+        let pc = Vector3::new(
+            rng.uniform(-1.0, 1.0),
+            rng.uniform(-1.0, 1.0),
+            rng.uniform(2.0, 8.0),
+        );
+        *x = pc.normalize();
+        *xw = gt.r.transpose() * (pc - gt.t);
+    }
+    (gt, bearings, world)
+}
+
 /// Pinhole intrinsics of a synthetic camera (no distortion).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Intrinsics {

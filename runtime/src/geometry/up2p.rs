@@ -126,7 +126,7 @@ pub fn up2p(
 mod tests {
     use super::*;
     use crate::geometry::rng::Pcg32;
-    use crate::geometry::synth::random_rotation;
+    use crate::geometry::synth::random_minimal_instance;
 
     #[test]
     fn rotation_to_y_maps_onto_y() {
@@ -148,26 +148,8 @@ mod tests {
         let g_world = Vector3::z();
         let mut worst = 0.0f64;
         for _ in 0..2000 {
-            let gt = CameraPose {
-                r: random_rotation(&mut rng),
-                t: Vector3::new(
-                    rng.uniform(-2.0, 2.0),
-                    rng.uniform(-2.0, 2.0),
-                    rng.uniform(-2.0, 2.0),
-                ),
-            };
+            let (gt, x, xw) = random_minimal_instance::<2>(&mut rng, 2.0);
             let g_cam = gt.r * g_world;
-            let mut x = [Vector3::zeros(); 2];
-            let mut xw = [Vector3::zeros(); 2];
-            for i in 0..2 {
-                let pc = Vector3::new(
-                    rng.uniform(-1.0, 1.0),
-                    rng.uniform(-1.0, 1.0),
-                    rng.uniform(2.0, 8.0),
-                );
-                x[i] = pc.normalize();
-                xw[i] = gt.r.transpose() * (pc - gt.t);
-            }
             let (rc, rw) = (rotation_to_y(&g_cam), rotation_to_y(&g_world));
             let n = up2p(&x, &xw, &rc, &rw, &mut sols);
             assert!(n >= 1);
