@@ -1,96 +1,80 @@
-//! `sextant demo`: the end-to-end showcase, runnable from any folder with no input files.
-//!
-//! At this stage it renders a sample scene (embedded in the binary) along a short trajectory into
-//! a session folder and reports what it did. Later stages (map building, localisation) extend
-//! [`run_demo`] with more steps that consume the session it writes; each step adds a section to
-//! the [`DemoReport`].
+//! `sextant demo`: the whole loop on embedded defaults, runnable from any folder with no input
+//! files. Renders a sample site (mapping passes and query walks in several conditions), builds
+//! its map, localises the queries by cold start and by tracking, prints a per-slice accuracy
+//! and latency table, and writes a report (`report.html`: the table and a top-down plot of the
+//! ground-truth and estimated trajectories) next to the sessions and the map.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sextant_sim::{ImageFormat, Photometric, RenderJob, RenderSummary, Scene, TrajectorySpec};
 
-use crate::scene::{CameraArgs, ms_stats, render_with_progress};
+use crate::eval_localize::{EvalReport, LocalizeEvalArgs, run_benchmark, table};
 
 /// Arguments of `sextant demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Output folder.
+    /// Output folder (sessions, map, report).
     #[arg(long, default_value = "./sextant-demo")]
     pub out: PathBuf,
     /// Sample scene (room, facade, plaza) or a scene file.
     #[arg(long, default_value = "room")]
     pub scene: String,
-    /// Trajectory (default: a 12-frame orbit).
-    #[arg(long, default_value = "orbit:frames=12")]
-    pub trajectory: String,
-    /// Photometric preset (ideal, nominal, dusk, night, blur).
-    #[arg(long, default_value = "nominal")]
-    pub photometric: String,
+    /// Frames of each of the two mapping passes.
+    #[arg(long, default_value_t = 30)]
+    pub map_frames: usize,
+    /// Query frames per slice.
+    #[arg(long, default_value_t = 16)]
+    pub query_frames: usize,
+    /// Slices (comma-separated; default: all of `eval localize`'s).
+    #[arg(long, value_delimiter = ',')]
+    pub slices: Vec<String>,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    #[command(flatten)]
-    pub camera: CameraArgs,
 }
 
-/// What the demo did, step by step.
-#[derive(Debug)]
-pub struct DemoReport {
-    /// The simulated mapping/query session.
-    pub render: RenderSummary,
-    /// The job that produced it.
-    pub job: RenderJob,
-}
-
-/// Runs the demo steps and returns their report.
-pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
-    let scene =
-        Scene::open(&args.scene).with_context(|| format!("loading scene {}", args.scene))?;
-    let (camera, camera_name) = args.camera.build()?;
-    let job = RenderJob {
-        scene,
-        scene_source: args.scene.clone(),
-        camera,
-        camera_name,
-        trajectory: args.trajectory.parse::<TrajectorySpec>()?,
-        photometric: Photometric::parse(&args.photometric)?,
-        image_format: ImageFormat::Rgb8,
+/// Runs the demo and returns its report.
+pub fn run_demo(args: &DemoArgs) -> Result<EvalReport> {
+    let eval = LocalizeEvalArgs {
+        scene: args.scene.clone(),
+        map_frames: args.map_frames,
+        query_frames: args.query_frames,
+        slices: args.slices.clone(),
+        out: args.out.clone(),
         seed: args.seed,
-        prior_sigma_m: Some(10.0),
     };
-    let sessions = args.out.join("session");
-    let render = render_with_progress(&job, &sessions)?;
-    Ok(DemoReport { render, job })
+    run_benchmark(&eval, false)
 }
 
 /// Runs `sextant demo` and prints its report.
 pub fn run(args: DemoArgs) -> Result<()> {
+    let t = Instant::now();
+    println!("Sextant demo: map a simulated site, then localise camera frames in it");
+    println!(
+        "  rendering the {:?} scene (embedded photos as textures): two mapping passes of {} frames,",
+        args.scene, args.map_frames
+    );
+    println!(
+        "  then {} query frames per slice on other paths and in other conditions …",
+        args.query_frames
+    );
     let report = run_demo(&args)?;
-    let r = &report.render;
-    let (mean, min, max) = ms_stats(&r.capture_s);
-    println!("Sextant demo");
+    println!();
+    print!("{}", table(&report));
+    let html = crate::report::html(&report, "Sextant demo");
+    let path = args.out.join("report.html");
+    std::fs::write(&path, html).with_context(|| format!("writing {}", path.display()))?;
+    println!();
     println!(
-        "  1. simulated a camera session in the {:?} scene ({} textured surfaces, embedded photos)",
-        report.job.scene.name,
-        report.job.scene.surfaces.len()
+        "cold: each frame alone, with a GPS-like prior (10 m); track: frames in order, prior = last fix moved by simulated VIO"
     );
+    println!("open {} for the trajectories", path.display());
     println!(
-        "     camera {} {}x{}, trajectory {}",
-        report.job.camera_name, r.width, r.height, report.job.trajectory
+        "files: {0}/map.sxmap (the map), {0}/map-*/ and {0}/query-*/ (sessions: frames, depth, poses; results-*.json)",
+        args.out.display()
     );
-    println!(
-        "     photometric {}, seed {}",
-        report.job.photometric.preset, report.job.seed
-    );
-    println!(
-        "     {} frames, {mean:.1} ms/frame to render (min {min:.1}, max {max:.1})",
-        r.frames
-    );
-    println!("     session: {}", r.session_json.display());
-    println!(
-        "     (frames/*.png, depth/*.png in millimetres, exact poses and gravity in session.json, render.json)"
-    );
+    println!("done in {:.1} s", t.elapsed().as_secs_f64());
     Ok(())
 }

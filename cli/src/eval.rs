@@ -33,6 +33,8 @@ pub enum EvalCommand {
     Pnp(PnpEvalArgs),
     /// Keypoints, descriptors and matching on the homography benchmark of real photos.
     Features(crate::eval_features::FeaturesEvalArgs),
+    /// Localisation accuracy and latency per slice on simulated scenes (renders, maps, localises).
+    Localize(crate::eval_localize::LocalizeEvalArgs),
 }
 
 /// Runs `sextant eval`.
@@ -40,6 +42,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     match args.what {
         EvalCommand::Pnp(a) => run_pnp(a),
         EvalCommand::Features(a) => crate::eval_features::run(a),
+        EvalCommand::Localize(a) => crate::eval_localize::run(a),
     }
 }
 

@@ -11,9 +11,13 @@ mod backend;
 mod demo;
 mod eval;
 mod eval_features;
+mod eval_localize;
 mod features;
+mod localize;
+mod map;
 mod model;
 mod pnp;
+mod report;
 mod scene;
 
 /// Sextant: on-device visual positioning, with the machinery around it.
@@ -27,6 +31,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Solve absolute-pose problem files (pnp-problem/1) and write result files.
@@ -35,6 +41,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Keypoints, descriptors and matches of images as JSON files (`features extract|match`).
     Features(features::FeaturesArgs),
+    /// Build maps from mapping sessions, inspect and cut them (`map build|info|cut`).
+    Map(map::MapArgs),
+    /// Localise a session's frames against a map and write the results file.
+    Localize(localize::LocalizeArgs),
     /// Render simulator sessions from textured scenes (`scene render|check|list`).
     Scene(scene::SceneArgs),
     /// Render a sample scene into ./sextant-demo and report (no input files needed).
@@ -63,6 +73,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Features(args) => features::run(args),
         Command::Scene(args) => scene::run(args),
+        Command::Map(args) => map::run(args),
+        Command::Localize(args) => localize::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Model(args) => model::run(args),
         Command::Backend(args) => backend::run(args),

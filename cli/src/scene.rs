@@ -218,6 +218,22 @@ pub fn run(args: SceneArgs) -> Result<()> {
     }
 }
 
+/// A progress bar on stderr (hidden when `quiet`).
+pub fn progress_bar(total: u64, label: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
 /// Renders `job` into `out` with a progress bar on stderr.
 pub fn render_with_progress(job: &RenderJob, out: &std::path::Path) -> Result<RenderSummary> {
     if job.trajectory.frames() == 0 {

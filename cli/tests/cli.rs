@@ -73,10 +73,44 @@ fn scene_render_writes_a_session_that_reads_back() {
 #[test]
 fn demo_runs_from_an_empty_folder_and_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let stdout = ok(&sextant(&["demo"], dir.path()));
-    assert!(!stdout.trim().is_empty(), "the demo says what it did");
-    let session = read_session(&dir.path().join("sextant-demo").join("session")).unwrap();
-    assert!(!session.frames.is_empty());
+    let stdout = ok(&sextant(
+        &[
+            "demo",
+            "--map-frames",
+            "12",
+            "--query-frames",
+            "4",
+            "--slices",
+            "nominal,outside",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        stdout.contains("nominal"),
+        "the demo prints its table: {stdout}"
+    );
+    let out = dir.path().join("sextant-demo");
+    let session = read_session(&out.join("query-nominal")).unwrap();
+    assert_eq!(session.frames.len(), 4);
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("<svg") && report.contains("nominal"));
+    // The map it wrote is valid and the results file has one entry per frame.
+    let map = sextant_runtime::map::Map::open(&out.join("map.sxmap")).unwrap();
+    assert!(map.len() > 100, "{} landmarks", map.len());
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("query-nominal").join("results-cold.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(results["format"], "sextant-localizations/1");
+    assert_eq!(results["results"].as_array().unwrap().len(), 4);
+    // Nothing localised in a place the map does not hold.
+    let outside: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("query-outside").join("results-cold.json")).unwrap(),
+    )
+    .unwrap();
+    for r in outside["results"].as_array().unwrap() {
+        assert_ne!(r["status"], "localized", "{r}");
+    }
 }
 
 #[test]

@@ -29,6 +29,9 @@ pub enum Error {
     /// A descriptor model could not be loaded or run.
     #[error(transparent)]
     Descriptor(#[from] crate::descriptor::DescriptorError),
+    /// A map could not be built, read or used.
+    #[error(transparent)]
+    Map(#[from] crate::map::MapError),
     /// The GPU path failed; callers fall back to the CPU for that frame.
     #[cfg(feature = "gpu")]
     #[error(transparent)]

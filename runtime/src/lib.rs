@@ -39,6 +39,8 @@ pub mod geometry;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod image;
+pub mod localize;
+pub mod map;
 pub mod pose;
 
 pub use camera::{Camera, Distortion};
