@@ -186,6 +186,10 @@ struct ResultJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     visual_fix: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    visible_at_pose: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coverage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     position_sigma_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rotation_sigma_deg: Option<f64>,
@@ -221,6 +225,8 @@ pub fn results_json(outcomes: &[FrameOutcome]) -> Result<String> {
                 }),
                 inliers: fix.map(|f| f.inliers),
                 visual_fix: fix.map(|f| f.visual_fix),
+                visible_at_pose: fix.map(|f| f.visible_at_pose),
+                coverage: fix.map(|f| f.coverage),
                 position_sigma_m: fix.and_then(|f| finite(f.position_sigma_m())),
                 rotation_sigma_deg: fix.and_then(|f| finite(f.rotation_sigma_deg())),
                 time_s: o.loc.timings.total_s,

@@ -68,6 +68,8 @@ pub struct LocalizerConfig {
     pub min_features: usize,
     /// Fewest 2D–3D matches to attempt a pose.
     pub min_matches: usize,
+    /// Smallest [`Fix::coverage`] of an accepted pose.
+    pub min_coverage: f64,
     /// Seed of the robust estimator (same frame, map and seed → same pose).
     pub seed: u64,
 }
@@ -101,6 +103,7 @@ impl Default for LocalizerConfig {
             max_view_angle_deg: 70.0,
             min_features: 60,
             min_matches: 15,
+            min_coverage: 0.4,
             seed: 1,
         }
     }
@@ -211,6 +214,13 @@ pub struct Fix {
     pub visual_fix: bool,
     /// Whether gravity constrained the solver.
     pub used_gravity: bool,
+    /// Map landmarks that a camera at the estimated pose would see (the inliers must explain
+    /// a share of them: a look-alike place elsewhere matches only a few).
+    pub visible_at_pose: usize,
+    /// Share of the image cells (6×4 grid) holding visible landmarks that also hold an inlier:
+    /// low when a single look-alike object (a copy of a mapped poster elsewhere) explains the
+    /// matches while the rest of the view does not match the map.
+    pub coverage: f64,
 }
 
 impl Fix {
@@ -274,6 +284,7 @@ pub struct Localizer<B: AsRef<[u8]> = crate::map::AlignedBytes> {
     assigner: Matcher,
     ws: AbsolutePoseWorkspace,
     vis: Visibility,
+    check_vis: Visibility,
     tiles: TileRange,
     words: Vec<u32>,
     bow: BowVector,
@@ -334,6 +345,7 @@ impl<B: AsRef<[u8]>> Localizer<B> {
             ws: AbsolutePoseWorkspace::with_capacity(2048),
             ws2: AbsolutePoseWorkspace::with_capacity(2048),
             vis: Visibility::default(),
+            check_vis: Visibility::default(),
             tiles: TileRange::default(),
             words: Vec::new(),
             bow: Vec::new(),
@@ -666,9 +678,18 @@ impl<B: AsRef<[u8]>> Localizer<B> {
             rms_reprojection_px: est.rms_reprojection_px,
             visual_fix: true,
             used_gravity: est.used_gravity,
+            visible_at_pose: 0,
+            coverage: 0.0,
         };
         let sigma = fix.position_sigma_m();
         if sigma.is_nan() || sigma > self.config.max_position_sigma_m {
+            return Err(FailureReason::NoConsensus);
+        }
+        // The inliers must explain a share of what the camera would see from there.
+        let mut fix = fix;
+        fix.visible_at_pose = self.visible_from(&fix.pose, query.camera);
+        fix.coverage = self.coverage(query.camera);
+        if fix.coverage < self.config.min_coverage {
             return Err(FailureReason::NoConsensus);
         }
         // A second consensus among the outliers, about as strong, elsewhere: ambiguous.
@@ -705,6 +726,62 @@ impl<B: AsRef<[u8]>> Localizer<B> {
             }
         }
         Ok(fix)
+    }
+}
+
+impl<B: AsRef<[u8]>> Localizer<B> {
+    /// How many landmarks a camera at `pose` sees (reuses the visibility buffers: call only
+    /// after the matches were resolved to landmark positions).
+    fn visible_from(&mut self, pose: &Pose, camera: &Camera) -> usize {
+        let map = std::sync::Arc::clone(&self.map);
+        let c = pose.center();
+        let range = f64::from(map.max_range_m());
+        self.tiles.collect(&map, c.x, c.y, range);
+        self.check_vis.begin(map.len());
+        self.check_vis.add_visible(
+            &map,
+            pose,
+            camera,
+            &self.tiles,
+            range,
+            self.config.max_view_angle_deg,
+        );
+        self.check_vis.indices().len()
+    }
+
+    /// Share of the grid cells with ≥ 3 visible landmarks (as of [`Self::visible_from`]) that
+    /// hold an inlier of the last estimate.
+    fn coverage(&self, camera: &Camera) -> f64 {
+        const GX: usize = 6;
+        const GY: usize = 4;
+        let (w, h) = (f64::from(camera.width()), f64::from(camera.height()));
+        let cell = |x: f64, y: f64| -> Option<usize> {
+            let (cx, cy) = ((x / w * GX as f64).floor(), (y / h * GY as f64).floor());
+            (cx >= 0.0 && cy >= 0.0 && cx < GX as f64 && cy < GY as f64)
+                .then(|| cy as usize * GX + cx as usize)
+        };
+        let mut visible = [0u32; GX * GY];
+        for p in self.check_vis.predicted() {
+            if let Some(c) = cell(f64::from(p[0]), f64::from(p[1])) {
+                visible[c] += 1;
+            }
+        }
+        let mut inlier = [false; GX * GY];
+        for &i in self.ws.inliers() {
+            if let Some(c) = cell(self.pts2[i].x, self.pts2[i].y) {
+                inlier[c] = true;
+            }
+        }
+        // Cells weighted by how many landmarks the map predicts there.
+        let total: u32 = visible.iter().filter(|&&v| v >= 3).sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let covered: u32 = (0..GX * GY)
+            .filter(|&c| visible[c] >= 3 && inlier[c])
+            .map(|c| visible[c])
+            .sum();
+        f64::from(covered) / f64::from(total)
     }
 }
 

@@ -652,7 +652,8 @@ fn parse_parts(b: &[u8]) -> Result<Parts, MapError> {
             return invalid(format!("keyframe {i}: rotation quaternion not unit"));
         }
         let pose = Pose::from_parts(
-            UnitQuaternion::from_quaternion(q),
+            // Bit-exact: re-encoding a parsed map gives the same bytes.
+            UnitQuaternion::new_unchecked(q),
             Vector3::new(v[4], v[5], v[6]),
         );
         let camera = get_u32(b, at + 56);

@@ -1,0 +1,214 @@
+//! Localisation latency on a large map (criterion, one thread): cold start with a GPS-like
+//! prior and tracking with a VIO-like prior, on 640×480 frames against a map of ≥ 50,000
+//! landmarks built from simulator renders of the plaza scene.
+//!
+//! The map takes minutes to build, so it is cached in `target/sextant-bench/` (keyed by the
+//! descriptor model, the frame counts and the keypoints) and rebuilt only when missing or
+//! invalid. Besides criterion's per-iteration estimates, the bench prints p50/p95 over three
+//! passes through every query frame — the figures README quotes.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use nalgebra::Vector3;
+use sextant_runtime::descriptor::DescriptorModel;
+use sextant_runtime::features::FeatureConfig;
+use sextant_runtime::localize::{Localizer, LocalizerConfig, Prior, Query};
+use sextant_runtime::map::{Map, MapBuildConfig, MapBuilder, MapFrame, encode_map};
+use sextant_runtime::{Camera, GrayImage, Pose};
+use sextant_sim::encode::rgb_to_gray;
+use sextant_sim::{Capturer, Photometric, Scene, TrajectorySpec};
+
+const MAP_FRAMES: usize = 160;
+const KEYPOINTS: usize = 2500;
+
+fn camera() -> Camera {
+    Camera::pinhole(640, 480, 500.0, 500.0, 320.0, 240.0).expect("camera")
+}
+
+fn cache_path(model: &DescriptorModel) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("sextant-bench").join(format!(
+        "plaza-{MAP_FRAMES}x2-{KEYPOINTS}kp-{}.sxmap",
+        &model.info().sha256[..16]
+    ))
+}
+
+fn build_map(model: &DescriptorModel) -> Map {
+    let path = cache_path(model);
+    if let Ok(map) = Map::open(&path) {
+        return map;
+    }
+    eprintln!(
+        "building the bench map (once; cached in {})",
+        path.display()
+    );
+    let t = Instant::now();
+    let scene = Scene::open("plaza").expect("scene");
+    let cam = camera();
+    let config = MapBuildConfig {
+        features: FeatureConfig {
+            max_keypoints: KEYPOINTS,
+            ..FeatureConfig::default()
+        },
+        ..MapBuildConfig::default()
+    };
+    let mut builder = MapBuilder::new(config, model.clone()).expect("builder");
+    let mut capturer = Capturer::new(&cam);
+    for (spec, seed) in [
+        (format!("orbit:frames={MAP_FRAMES},radius=9"), 1),
+        (format!("walk:frames={MAP_FRAMES}"), 2),
+    ] {
+        let traj = spec
+            .parse::<TrajectorySpec>()
+            .expect("trajectory")
+            .generate(&scene, &cam, seed)
+            .expect("generate");
+        for (i, pose) in traj.poses.iter().enumerate() {
+            let c = capturer.capture(&scene, pose, &Photometric::nominal(), seed, i as u64);
+            let gray = rgb_to_gray(&c.rgb);
+            builder
+                .add_frame(&MapFrame {
+                    gray: &gray,
+                    camera: &cam,
+                    pose: &c.pose,
+                    depth: Some(&c.depth),
+                })
+                .expect("add frame");
+        }
+    }
+    let (contents, _) = builder.build().expect("build");
+    let bytes = encode_map(&contents).expect("encode");
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&path, &bytes);
+    eprintln!(
+        "built {} landmarks in {:.0} s",
+        contents.landmarks.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Map::from_bytes(&bytes).expect("map")
+}
+
+struct QueryFrame {
+    gray: GrayImage,
+    pose: Pose,
+}
+
+fn queries() -> Vec<QueryFrame> {
+    let scene = Scene::open("plaza").expect("scene");
+    let cam = camera();
+    let traj = "walk:frames=24,height=1.5,head_deg=6"
+        .parse::<TrajectorySpec>()
+        .expect("trajectory")
+        .generate(&scene, &cam, 9)
+        .expect("generate");
+    let mut capturer = Capturer::new(&cam);
+    traj.poses
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let c = capturer.capture(&scene, p, &Photometric::nominal(), 9, i as u64);
+            QueryFrame {
+                gray: rgb_to_gray(&c.rgb),
+                pose: c.pose,
+            }
+        })
+        .collect()
+}
+
+/// The prior of each path for a query frame.
+fn prior(q: &QueryFrame, tracking: bool) -> Prior {
+    if tracking {
+        // VIO-like: the true pose a few centimetres off.
+        let c = q.pose.center().coords + Vector3::new(0.04, -0.03, 0.02);
+        let r = *q.pose.rotation();
+        Prior::Pose(Pose::from_parts(r, -(r * c)))
+    } else {
+        Prior::Position {
+            position: q.pose.center().coords + Vector3::new(7.0, -5.0, 1.0),
+            sigma_m: 10.0,
+        }
+    }
+}
+
+fn run(loc: &mut Localizer, q: &QueryFrame, tracking: bool) -> bool {
+    let frame = sextant_runtime::Frame::new(
+        sextant_runtime::PixelFormat::Gray8,
+        640,
+        480,
+        640,
+        q.gray.as_slice(),
+    )
+    .expect("frame");
+    let r = loc
+        .localize(&Query {
+            frame: &frame,
+            camera: &camera(),
+            gravity: Some(q.pose.transform_vector(&Vector3::z())),
+            prior: prior(q, tracking),
+        })
+        .expect("localize");
+    r.outcome.is_ok()
+}
+
+fn bench(c: &mut Criterion) {
+    let model = DescriptorModel::embedded_default().expect("model");
+    let map = Arc::new(build_map(&model));
+    let qs = queries();
+    let mut loc =
+        Localizer::new(Arc::clone(&map), model, LocalizerConfig::default()).expect("localizer");
+    eprintln!(
+        "map: {} landmarks, {} keyframes, {} bytes ({:.1} B/landmark)",
+        map.len(),
+        map.keyframes().len(),
+        map.bytes().len(),
+        map.bytes().len() as f64 / map.len().max(1) as f64
+    );
+    for (name, tracking) in [("cold_start", false), ("tracking", true)] {
+        // Percentiles over three passes through all query frames.
+        let mut ms = Vec::new();
+        let mut ok = 0;
+        for _ in 0..3 {
+            for q in &qs {
+                let t = Instant::now();
+                ok += usize::from(run(&mut loc, q, tracking));
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+        eprintln!(
+            "{name}: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms; localised {ok} of {}",
+            pct(0.5),
+            pct(0.95),
+            pct(1.0),
+            ms.len()
+        );
+        c.bench_function(&format!("localize_640x480_{name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for i in 0..iters as usize {
+                    let q = &qs[i % qs.len()];
+                    let t = Instant::now();
+                    black_box(run(&mut loc, q, tracking));
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(8));
+    targets = bench
+}
+criterion_main!(benches);
