@@ -200,3 +200,96 @@ fn pnp_solves_problem_files_written_by_eval() {
     }
     assert_eq!(solved, 2);
 }
+
+#[test]
+fn map_build_info_cut_and_localize_work_on_rendered_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let render = |traj: &str, out: &str, seed: &str| {
+        ok(&sextant(
+            &[
+                "scene",
+                "render",
+                "--scene",
+                "room",
+                "--trajectory",
+                traj,
+                "--seed",
+                seed,
+                "--out",
+                out,
+            ],
+            dir.path(),
+        ))
+    };
+    render("orbit:frames=10", "map-a", "1");
+    render("walk:frames=10", "map-b", "2");
+    render("walk:frames=3,height=1.45", "query", "3");
+    let built = ok(&sextant(
+        &["map", "build", "map-a", "map-b", "--out", "room.sxmap"],
+        dir.path(),
+    ));
+    assert!(built.contains("landmarks"), "{built}");
+    let info = ok(&sextant(&["map", "info", "room.sxmap"], dir.path()));
+    assert!(info.contains("valid Sextant map"), "{info}");
+    let cut = ok(&sextant(
+        &[
+            "map",
+            "cut",
+            "room.sxmap",
+            "--center",
+            "3,2.5",
+            "--radius",
+            "20",
+            "--out",
+            "part.sxmap",
+        ],
+        dir.path(),
+    ));
+    assert!(cut.contains("landmarks"), "{cut}");
+    let said = ok(&sextant(
+        &[
+            "localize",
+            "--map",
+            "room.sxmap",
+            "query",
+            "--out",
+            "results.json",
+        ],
+        dir.path(),
+    ));
+    assert!(said.contains("frames localised"), "{said}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["format"], "sextant-localizations/1");
+    let results = results["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for r in results {
+        assert!(r["time_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["backend"], "cpu");
+        if r["status"] == "localized" {
+            assert_eq!(r["R"].as_array().unwrap().len(), 3);
+            assert!(r["inliers"].as_u64().unwrap() >= 25);
+        }
+    }
+    assert!(
+        results.iter().any(|r| r["status"] == "localized"),
+        "{results:?}"
+    );
+
+    // A truncated map: a clear error and a failing exit status, for info and for localize.
+    let bytes = std::fs::read(dir.path().join("room.sxmap")).unwrap();
+    std::fs::write(dir.path().join("bad.sxmap"), &bytes[..bytes.len() / 2]).unwrap();
+    for args in [
+        &["map", "info", "bad.sxmap"][..],
+        &["localize", "--map", "bad.sxmap", "query", "--out", "r.json"][..],
+    ] {
+        let out = sextant(args, dir.path());
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("truncated"), "{args:?}: {stderr}");
+    }
+    // A session without poses cannot be a mapping session.
+    let out = sextant(&["map", "build", "nowhere", "--out", "x.sxmap"], dir.path());
+    assert!(!out.status.success());
+}

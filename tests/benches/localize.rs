@@ -22,7 +22,7 @@ use sextant_runtime::{Camera, GrayImage, Pose};
 use sextant_sim::encode::rgb_to_gray;
 use sextant_sim::{Capturer, Photometric, Scene, TrajectorySpec};
 
-const MAP_FRAMES: usize = 160;
+const MAP_FRAMES: usize = 200;
 const KEYPOINTS: usize = 2500;
 
 fn camera() -> Camera {
