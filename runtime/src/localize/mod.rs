@@ -477,21 +477,36 @@ impl<B: AsRef<[u8]>> Localizer<B> {
         }
     }
 
-    fn cold_start(
+    /// Features and descriptors of the frame for `mode`: the keypoint count and the timings so
+    /// far, or the finished answer for a frame with too few keypoints.
+    fn start(
         &mut self,
-        query: &Query<'_>,
-        prior: Option<(Vector3<f64>, f64)>,
-    ) -> Result<Localization> {
-        let d = self.extract(query.frame, false)?;
-        let mut tm = StageTimings {
+        frame: &Frame<'_>,
+        mode: Mode,
+    ) -> Result<std::result::Result<(usize, StageTimings), Localization>> {
+        let tracking = mode == Mode::Tracking;
+        let d = self.extract(frame, tracking)?;
+        let tm = StageTimings {
             features_s: d.features_s,
             describe_s: d.describe_s,
             ..StageTimings::default()
         };
         if d.keypoints < self.config.min_features {
-            let r = self.featureless_reason(false);
-            return Ok(self.result(Err(r), Mode::ColdStart, tm, d.keypoints, 0));
+            let r = self.featureless_reason(tracking);
+            return Ok(Err(self.result(Err(r), mode, tm, d.keypoints, 0)));
         }
+        Ok(Ok((d.keypoints, tm)))
+    }
+
+    fn cold_start(
+        &mut self,
+        query: &Query<'_>,
+        prior: Option<(Vector3<f64>, f64)>,
+    ) -> Result<Localization> {
+        let (keypoints, mut tm) = match self.start(query.frame, Mode::ColdStart)? {
+            Ok(v) => v,
+            Err(featureless) => return Ok(featureless),
+        };
 
         // Retrieval.
         let t = Instant::now();
@@ -514,7 +529,7 @@ impl<B: AsRef<[u8]>> Localizer<B> {
                 Err(FailureReason::OutsideMap),
                 Mode::ColdStart,
                 tm,
-                d.keypoints,
+                keypoints,
                 0,
             ));
         }
@@ -533,7 +548,7 @@ impl<B: AsRef<[u8]>> Localizer<B> {
                 Err(FailureReason::OutsideMap),
                 Mode::ColdStart,
                 tm,
-                d.keypoints,
+                keypoints,
                 0,
             ));
         }
@@ -569,20 +584,14 @@ impl<B: AsRef<[u8]>> Localizer<B> {
         let t = Instant::now();
         let outcome = self.solve(query, &self.config.pose.clone());
         tm.solve_s = t.elapsed().as_secs_f64();
-        Ok(self.result(outcome, Mode::ColdStart, tm, d.keypoints, candidates))
+        Ok(self.result(outcome, Mode::ColdStart, tm, keypoints, candidates))
     }
 
     fn track(&mut self, query: &Query<'_>, prior: &Pose) -> Result<Localization> {
-        let d = self.extract(query.frame, true)?;
-        let mut tm = StageTimings {
-            features_s: d.features_s,
-            describe_s: d.describe_s,
-            ..StageTimings::default()
+        let (keypoints, mut tm) = match self.start(query.frame, Mode::Tracking)? {
+            Ok(v) => v,
+            Err(featureless) => return Ok(featureless),
         };
-        if d.keypoints < self.config.min_features {
-            let r = self.featureless_reason(true);
-            return Ok(self.result(Err(r), Mode::Tracking, tm, d.keypoints, 0));
-        }
         let t = Instant::now();
         let map = std::sync::Arc::clone(&self.map);
         let range = f64::from(map.max_range_m());
@@ -621,7 +630,7 @@ impl<B: AsRef<[u8]>> Localizer<B> {
         opts.ransac.max_iterations = self.config.tracking_max_iterations;
         let outcome = self.solve(query, &opts);
         tm.solve_s = t.elapsed().as_secs_f64();
-        Ok(self.result(outcome, Mode::Tracking, tm, d.keypoints, candidates))
+        Ok(self.result(outcome, Mode::Tracking, tm, keypoints, candidates))
     }
 
     /// Pose from `self.matches` (query keypoint ↔ gathered landmark), with the acceptance checks.
