@@ -14,9 +14,11 @@
 //! 3. With the `tract` feature, [`reference::TractModel`] loads the same bytes in tract; it is
 //!    the reference for parity tests and the fallback engine when the plan refuses the graph.
 //!
-//! [`kernels`] holds the scalar GEMM (the oracle) and its AVX2 / NEON variants, chosen at run
-//! time; they are bit-identical, so descriptors do not depend on the CPU, the batch size or how
-//! a batch is split across threads.
+//! [`kernels`] holds the scalar GEMM (the oracle) and its AVX2 / NEON variants, and the direct
+//! kernels (3×3-style small-`Cin` convolution, depthwise convolution, row-wise matrix product
+//! with fused requantisation; portable, AVX2 and AVX-VNNI) that the CPU executor picks for the
+//! steps they fit, chosen at run time; all are bit-identical, so descriptors do not depend on
+//! the CPU, the kernel choice, the batch size or how a batch is split across threads.
 //!
 //! ```
 //! use sextant_runtime::descriptor::{DESCRIPTOR_DIM, DescriptorModel, PATCH_PIXELS};
@@ -38,7 +40,7 @@ pub mod reference;
 
 pub use error::{DescriptorError, Result};
 pub use kernels::Isa;
-pub use plan::{Plan, Workspace};
+pub use plan::{DirectKernels, Plan, Workspace};
 
 use sha2::{Digest, Sha256};
 
@@ -153,6 +155,24 @@ impl DescriptorModel {
     pub fn set_isa(&mut self, isa: Isa) {
         if let Backend::Kernels(p) = &mut self.backend {
             p.set_isa(isa);
+        }
+    }
+
+    /// When the CPU runs its direct kernels rather than the generic im2col + GEMM path (tests
+    /// and benchmarks; the output is the same in every mode). No effect on a tract-run model.
+    #[allow(irrefutable_let_patterns)] // without `tract`, Kernels is the only backend
+    pub fn set_direct_kernels(&mut self, mode: DirectKernels) {
+        if let Backend::Kernels(p) = &mut self.backend {
+            p.set_direct_kernels(mode);
+        }
+    }
+
+    /// The compiled plan, when the int8 kernels run this model.
+    pub fn plan(&self) -> Option<&Plan> {
+        match &self.backend {
+            Backend::Kernels(p) => Some(p),
+            #[cfg(feature = "tract")]
+            Backend::Tract(_) => None,
         }
     }
 

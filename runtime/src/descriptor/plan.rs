@@ -13,8 +13,16 @@
 //! `DequantizeLinear → LpNormalization → QuantizeLinear` to int8 with an integer gain
 //! (`1/y_scale`), which runs as the exact integer L2 normalisation of
 //! [`super::kernels::l2_normalize_row`].
+//!
+//! The steps describe the graph (the GPU executor reads them). How the CPU runs each step is a
+//! separate choice made at compile time: steps that fit a direct kernel of
+//! [`super::kernels::direct`] (small-`Cin` stride-1 convolution, depthwise convolution,
+//! row-wise matrix product) run it; every other step runs the generic im2col + GEMM path. Both
+//! give the same bytes ([`Plan::set_direct_kernels`] chooses when the direct kernels run).
 
 use std::collections::HashMap;
+
+mod fast;
 
 use super::error::{DescriptorError, Result};
 use super::kernels::{self, Isa, Requant, sat_i8, sat_u8};
@@ -166,6 +174,20 @@ impl Step {
     }
 }
 
+/// When the CPU executor runs the direct kernels instead of the generic im2col + GEMM path (for
+/// the steps they fit; both give the same bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DirectKernels {
+    /// Where the ISA in use has a SIMD variant of them (x86 AVX2, AVX-VNNI); elsewhere (scalar,
+    /// NEON) the generic path, whose GEMM is vectorised.
+    #[default]
+    Auto,
+    /// On every ISA (their portable implementation where no SIMD one exists).
+    Always,
+    /// Never: the generic path everywhere.
+    Never,
+}
+
 /// A compiled graph: kernels in execution order over statically shaped slots.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -176,6 +198,8 @@ pub struct Plan {
     input_name: String,
     output_name: String,
     isa: Isa,
+    /// CPU-executor choice per step (direct kernel or generic path).
+    fast: fast::FastPaths,
 }
 
 /// Per-call scratch memory of a [`Plan`]: slot buffers and im2col/accumulator space, sized on
@@ -188,6 +212,7 @@ pub struct Workspace {
     col: Vec<u8>,
     acc: Vec<i32>,
     row: Vec<i32>,
+    direct: kernels::direct::Scratch,
 }
 
 /// Samples per chunk pushed through all steps at once.
@@ -1043,7 +1068,9 @@ impl Plan {
                 out_dtype, out_shape, c.slots[out].dtype, c.slots[out].shape
             )));
         }
+        let fast = fast::FastPaths::select(&c.steps);
         Ok(Plan {
+            fast,
             slots: c.slots,
             steps: c.steps,
             input: 0,
@@ -1062,6 +1089,18 @@ impl Plan {
     /// The GEMM variant in use.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// When the direct kernels run (default [`DirectKernels::Auto`]). The output is the same
+    /// in every mode (tests and benchmarks compare them).
+    pub fn set_direct_kernels(&mut self, mode: DirectKernels) {
+        self.fast.mode = mode;
+    }
+
+    /// Per step, in execution order, the CPU kernel that runs it with the current ISA and mode:
+    /// `direct_conv`, `direct_depthwise`, `row_matmul`, or `generic`.
+    pub fn cpu_kernel_names(&self) -> Vec<&'static str> {
+        self.fast.names(self.isa)
     }
 
     /// Element type and per-sample shape of the graph input.
@@ -1131,8 +1170,12 @@ impl Plan {
             let nb = (n - start).min(CHUNK);
             ws.u8s[self.input][..nb * in_len]
                 .copy_from_slice(&input[start * in_len..(start + nb) * in_len]);
-            for step in &self.steps {
-                self.exec(step, ws, nb)?;
+            for (i, step) in self.steps.iter().enumerate() {
+                match (self.fast.get(i, self.isa), step) {
+                    (Some(k), Step::Conv(c)) => self.direct(k, ws, (c.src, c.dst), nb),
+                    (Some(k), Step::MatMul(m)) => self.direct(k, ws, (m.src, m.dst), nb),
+                    _ => self.exec(step, ws, nb)?,
+                }
             }
             let range = start * out_len..(start + nb) * out_len;
             match &mut out {
@@ -1143,6 +1186,25 @@ impl Plan {
             start += nb;
         }
         Ok(())
+    }
+
+    fn direct(
+        &self,
+        k: &fast::FastKernel,
+        ws: &mut Workspace,
+        (src, dst): (usize, usize),
+        nb: usize,
+    ) {
+        let (s, d) = (&self.slots[src], &self.slots[dst]);
+        fast::run(
+            k,
+            self.isa,
+            ws,
+            (src, s.dtype),
+            (dst, d.dtype),
+            (s.len, d.len),
+            nb,
+        );
     }
 
     fn prepare(&self, ws: &mut Workspace) {

@@ -1,16 +1,23 @@
 //! The int8 CPU kernels: one portable scalar implementation (the oracle) and SIMD variants
 //! chosen at run time by CPU feature detection.
 //!
-//! Only the GEMM core has SIMD variants; it is exact integer arithmetic (i32 accumulation of
-//! u8 × i8 products, no saturating intermediate), so every variant returns bit-identical
-//! results by construction and the shared tests in `runtime/tests/descriptor_kernels.rs` check
-//! it. Requantisation and the integer L2 normalisation are single scalar functions used by every
-//! path. The arithmetic is specified in `docs/int8-arithmetic.md`.
+//! Two kernel families: the generic im2col + GEMM (any convolution shape; the GEMM core has
+//! SIMD variants) and the direct kernels of [`direct`] (small-`Cin` stride-1 convolution,
+//! depthwise convolution, row-wise matrix product, with fused requantisation), portable with
+//! AVX2 / AVX-VNNI variants in `x86`. All are exact integer arithmetic (i32 accumulation of
+//! u8 × i8 products, no saturating intermediate, requantisation equal to [`Requant::apply`]),
+//! so every variant returns bit-identical results; `runtime/tests/descriptor_kernels.rs`,
+//! `descriptor_direct.rs` and `descriptor_golden.rs` check it. The arithmetic is specified in
+//! `docs/int8-arithmetic.md`.
 
+pub mod direct;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
@@ -25,6 +32,9 @@ pub enum Isa {
     Scalar,
     /// x86_64 AVX2 (`vpmaddwd` on zero/sign-extended 16-bit lanes).
     Avx2,
+    /// x86_64 AVX2 plus AVX-VNNI (256-bit `vpdpbusd`, u8 × i8 four-way dot products) in the
+    /// direct kernels; the generic GEMM runs its AVX2 variant.
+    AvxVnni,
     /// aarch64 NEON (`smlal` on widened 16-bit lanes).
     Neon,
 }
@@ -32,7 +42,7 @@ pub enum Isa {
 impl Isa {
     /// The fastest variant this CPU supports.
     pub fn detect() -> Isa {
-        [Isa::Avx2, Isa::Neon]
+        [Isa::AvxVnni, Isa::Avx2, Isa::Neon]
             .into_iter()
             .find(|isa| isa.available())
             .unwrap_or(Isa::Scalar)
@@ -40,7 +50,7 @@ impl Isa {
 
     /// Every variant this CPU can run (always includes [`Isa::Scalar`]).
     pub fn all_available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Neon]
+        [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Neon]
             .into_iter()
             .filter(|isa| isa.available())
             .collect()
@@ -52,6 +62,11 @@ impl Isa {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("avxvnni")
+            }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -59,11 +74,12 @@ impl Isa {
         }
     }
 
-    /// Short lowercase name (`scalar`, `avx2`, `neon`).
+    /// Short lowercase name (`scalar`, `avx2`, `avxvnni`, `neon`).
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Neon => "neon",
         }
     }
@@ -97,7 +113,7 @@ pub fn gemm_i8u8(
     let (a, b, c) = (&a[..m * k], &b[..k * n], &mut c[..m * n]);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.available() => {
+        Isa::Avx2 | Isa::AvxVnni if isa.available() => {
             // SAFETY: AVX2 presence was checked at run time just above; slice lengths match the
             // dimensions exactly.
             unsafe { avx2::gemm(m, n, k, a, b, c) }
@@ -201,6 +217,39 @@ pub fn sat_i8(v: i32) -> i8 {
 /// A zero row yields `out_zp` everywhere. `gain` must be in `1..=65535`.
 pub fn l2_normalize_row(x: &[i32], x_zp: i32, gain: u32, out_zp: i32, out: &mut [i8]) {
     let ss: i64 = x.iter().map(|&v| i64::from(v - x_zp).pow(2)).sum();
+    // The estimate only seeds the search; the exact comparisons decide. The largest q with
+    // `fits(q)` is unique because `(2q − 1)²` grows with q ≥ 1.
+    let inv = gain as f64 / (ss as f64).sqrt();
+    let estimate =
+        // Non-negative, so truncation is floor (no libm call); NaN and inf saturate.
+        |ad: u64| -> i64 { ((ad as f64 * inv + 0.5) as i64).clamp(0, i64::from(gain)) };
+    let finish = |o: &mut i8, d: i64, q: i64| {
+        let signed = if d < 0 { -q } else { q };
+        *o = sat_i8((signed + i64::from(out_zp)).clamp(-1 << 20, 1 << 20) as i32);
+    };
+    if ss < 1 << 31 && gain <= 32767 {
+        // Every d² ≤ ss < 2^31, so 4·gain²·d² < 2^63 and (2q − 1)²·ss < 2^63: u64 is exact.
+        let (g, ssu) = (u64::from(gain), ss as u64);
+        for (o, &v) in out.iter_mut().zip(x) {
+            let d = i64::from(v - x_zp);
+            if ss == 0 || d == 0 {
+                *o = sat_i8(out_zp);
+                continue;
+            }
+            let ad = d.unsigned_abs();
+            let rhs = 4 * g * g * ad * ad;
+            let fits = |q: i64| -> bool { q == 0 || (2 * q as u64 - 1).pow(2) * ssu <= rhs };
+            let mut q = estimate(ad);
+            while q < i64::from(gain) && fits(q + 1) {
+                q += 1;
+            }
+            while q > 0 && !fits(q) {
+                q -= 1;
+            }
+            finish(o, d, q);
+        }
+        return;
+    }
     let g = i128::from(gain);
     for (o, &v) in out.iter_mut().zip(x) {
         let d = i64::from(v - x_zp);
@@ -211,16 +260,13 @@ pub fn l2_normalize_row(x: &[i32], x_zp: i32, gain: u32, out_zp: i32, out: &mut 
         let rhs = 4 * g * g * i128::from(d) * i128::from(d);
         let fits =
             |q: i64| -> bool { q == 0 || i128::from(2 * q - 1).pow(2) * i128::from(ss) <= rhs };
-        // Estimate, then correct to the exact integer answer.
-        let est = (gain as f64 * d.unsigned_abs() as f64 / (ss as f64).sqrt() + 0.5).floor() as i64;
-        let mut q = est.clamp(0, i64::from(gain));
+        let mut q = estimate(d.unsigned_abs());
         while q < i64::from(gain) && fits(q + 1) {
             q += 1;
         }
         while q > 0 && !fits(q) {
             q -= 1;
         }
-        let signed = if d < 0 { -q } else { q };
-        *o = sat_i8((signed + i64::from(out_zp)).clamp(-1 << 20, 1 << 20) as i32);
+        finish(o, d, q);
     }
 }
