@@ -16,11 +16,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use clap::ValueEnum;
 use serde_json::json;
 use sextant_runtime::GrayImage;
+use sextant_runtime::backend::BackendKind;
 use sextant_runtime::features::homography::{Slice, make_pair, matching_accuracy, repeatability};
 
-use crate::features::{BackendChoice, ExtractOptions, Pipeline, load_gray, match_described};
+use crate::features::{BackendChoice, ExtractOptions, Pipeline, load_gray};
 
 /// Arguments of `sextant eval features`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +42,10 @@ pub struct FeaturesEvalArgs {
     /// Also write the table as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Where to compute descriptors and matches (results are identical on every backend; only
+    /// the timings change).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
 #[derive(Default)]
@@ -66,7 +72,7 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
     );
     let options = ExtractOptions {
         max_keypoints: args.max_keypoints,
-        backend: BackendChoice::Cpu,
+        backend: args.backend,
     };
     let mut pipeline = Pipeline::new_optional(&options)?;
     let describe = pipeline.model_info().is_some();
@@ -76,6 +82,9 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
     let mut pair_files = Vec::new();
     let mut acc: Vec<Acc> = Slice::ALL.iter().map(|_| Acc::default()).collect();
     let mut t_extract = Vec::new();
+    // Images / pairs whose descriptors / matches ran on [CPU, GPU].
+    let mut desc_backends = [0usize; 2];
+    let mut match_backends = [0usize; 2];
     let bar = indicatif::ProgressBar::new((names.len() * Slice::ALL.len() * 3) as u64);
     for (pi, path) in names.iter().enumerate() {
         let a = load_gray(path)?;
@@ -84,6 +93,7 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let da = pipeline.run(&a)?;
+        desc_backends[usize::from(da.backends.descriptors == BackendKind::Gpu)] += 1;
         let sign = if pi % 2 == 0 { 1.0 } else { -1.0 };
         if let Some(dir) = &args.write {
             write_png(&dir.join(format!("{stem}_a.png")), &a)?;
@@ -101,10 +111,13 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
                 let size = (a.width(), a.height());
                 let rep = repeatability(&xy(&da), &xy(&db), &pair.h, size, size, 3.0);
                 let matches = if describe {
-                    match_described(&da, &db)?
+                    let (m, kind) = pipeline.match_pair(&da, &db)?;
+                    match_backends[usize::from(kind == BackendKind::Gpu)] += 1;
+                    m
                 } else {
                     Vec::new()
                 };
+                desc_backends[usize::from(db.backends.descriptors == BackendKind::Gpu)] += 1;
                 let pts: Vec<([f32; 2], [f32; 2])> = matches
                     .iter()
                     .map(|m| {
@@ -178,6 +191,20 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
     println!(
         "median extract{} time per image: {median:.2} ms (this build, one thread)",
         if describe { "+describe" } else { "" }
+    );
+    println!(
+        "backend: {} requested, {} selected ({}); descriptors of {} images on the GPU, {} on \
+         the CPU; matches of {} pairs on the GPU, {} on the CPU",
+        args.backend
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default(),
+        pipeline.selection().kind(),
+        pipeline.selection().reason(),
+        desc_backends[1],
+        desc_backends[0],
+        match_backends[1],
+        match_backends[0]
     );
     if let Some(dir) = &args.write {
         let v =

@@ -4,16 +4,23 @@
 //!
 //! Images are PNG (8/16-bit gray, gray+alpha, RGB, RGBA, palette), reduced to gray with the
 //! runtime's `rgb_to_luma`. Descriptors come from the runtime's embedded descriptor model.
+//!
+//! `--backend auto|cpu|gpu` chooses where descriptors and matches are computed (the runtime's
+//! `backend::select`; the choice and its reason are logged). GPU and CPU results are
+//! bit-identical; a GPU failure at run time is logged and that image falls back to the CPU.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use sextant_runtime::GrayImage;
+use sextant_runtime::backend::{self, Backend, BackendKind, Selection, StageBackends};
 use sextant_runtime::descriptor::{DESCRIPTOR_DIM, DescriptorModel, ModelInfo};
 use sextant_runtime::features::{
-    DescriptorSet, FeatureConfig, FeatureExtractor, Keypoint, Match, MatchConfig, Matcher,
+    DescriptorSet, FeatureConfig, FeatureExtractor, FeaturePipeline, Keypoint, Match, MatchConfig,
+    Matcher,
 };
+use sextant_runtime::gpu::GpuMatcher;
 
 /// Arguments of `sextant features`.
 #[derive(Debug, clap::Args)]
@@ -35,10 +42,22 @@ pub enum FeaturesCommand {
 /// Where features are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
+    /// The GPU if a hardware adapter passes the start-up self-test, else the CPU.
+    Auto,
     /// The CPU kernels.
     Cpu,
-    /// The wgpu compute path.
+    /// The wgpu compute path (an error when no adapter passes the self-test).
     Gpu,
+}
+
+impl From<BackendChoice> for Backend {
+    fn from(c: BackendChoice) -> Backend {
+        match c {
+            BackendChoice::Auto => Backend::Auto,
+            BackendChoice::Cpu => Backend::Cpu,
+            BackendChoice::Gpu => Backend::Gpu,
+        }
+    }
 }
 
 /// Options shared by `extract` and `match`.
@@ -47,8 +66,8 @@ pub struct ExtractOptions {
     /// Most keypoints per image.
     #[arg(long, default_value_t = 1000)]
     pub max_keypoints: usize,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    /// Where to compute descriptors and matches (results are identical on every backend).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
 }
 
@@ -104,17 +123,23 @@ pub struct Described {
     pub keypoints: Vec<Keypoint>,
     /// Their descriptors, row-major.
     pub descriptors: Vec<i8>,
+    /// Which backend ran each stage.
+    pub backends: StageBackends,
 }
 
-/// Extractor plus descriptor model: the CLI's end-to-end feature pipeline.
+/// Extractor plus descriptor model: the CLI's end-to-end feature pipeline, on the chosen backend.
 pub struct Pipeline {
     extractor: FeatureExtractor,
-    model: Option<DescriptorModel>,
+    features: Option<FeaturePipeline>,
+    model_info: Option<ModelInfo>,
     model_error: Option<String>,
+    selection: Selection,
+    matcher: Option<GpuMatcher>,
 }
 
 impl Pipeline {
-    /// A CPU pipeline with the embedded descriptor model (an error when it does not load).
+    /// A pipeline with the embedded descriptor model (an error when it does not load, or when
+    /// `--backend gpu` finds no usable GPU).
     pub fn new(options: &ExtractOptions) -> anyhow::Result<Pipeline> {
         let p = Pipeline::new_optional(options)?;
         if let Some(e) = &p.model_error {
@@ -125,27 +150,57 @@ impl Pipeline {
 
     /// Like [`Pipeline::new`], but without descriptors when the model does not load.
     pub fn new_optional(options: &ExtractOptions) -> anyhow::Result<Pipeline> {
-        if options.backend == BackendChoice::Gpu {
-            bail!("GPU backend not available yet");
-        }
-        let extractor = FeatureExtractor::new(FeatureConfig {
+        let config = FeatureConfig {
             max_keypoints: options.max_keypoints,
             ..FeatureConfig::default()
-        })?;
-        let (model, model_error) = match DescriptorModel::embedded_default() {
-            Ok(m) => (Some(m), None),
-            Err(e) => (None, Some(e.to_string())),
         };
+        let extractor = FeatureExtractor::new(config.clone())?;
+        let requested = Backend::from(options.backend);
+        let mut selection =
+            backend::select(requested).with_context(|| format!("backend {requested} requested"))?;
+        let (features, model_info, model_error) = match DescriptorModel::embedded_default() {
+            Ok(m) => {
+                let info = m.info().clone();
+                let p = FeaturePipeline::with_selection(config, m, selection.clone())
+                    .with_context(|| format!("backend {requested} requested"))?;
+                selection = p.selection().clone();
+                (Some(p), Some(info), None)
+            }
+            Err(e) => (None, None, Some(e.to_string())),
+        };
+        let mut matcher = None;
+        if let Some(ctx) = selection.gpu_context() {
+            match GpuMatcher::new(ctx, MatchConfig::default()) {
+                Ok(m) => matcher = Some(m),
+                Err(e) if requested == Backend::Gpu => {
+                    bail!("backend gpu requested, but the GPU matcher failed: {e}")
+                }
+                Err(e) => tracing::warn!("GPU matcher unavailable, matching on the CPU: {e}"),
+            }
+        }
+        tracing::info!(
+            "feature backend: {} (requested {requested}): {}",
+            selection.kind(),
+            selection.reason()
+        );
         Ok(Pipeline {
             extractor,
-            model,
+            features,
+            model_info,
             model_error,
+            selection,
+            matcher,
         })
+    }
+
+    /// The backend choice and its reason.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
     }
 
     /// The descriptor model's identity, when it loaded.
     pub fn model_info(&self) -> Option<&ModelInfo> {
-        self.model.as_ref().map(|m| m.info())
+        self.model_info.as_ref()
     }
 
     /// Why the descriptor model did not load, if it did not.
@@ -155,23 +210,55 @@ impl Pipeline {
 
     /// Keypoints and descriptors of a gray image (no descriptors without a model).
     pub fn run(&mut self, gray: &GrayImage) -> anyhow::Result<Described> {
-        let f = self.extractor.extract_gray(gray)?;
-        let n = f.keypoints.len();
-        let mut descriptors = Vec::new();
-        if let Some(model) = &mut self.model {
-            descriptors = vec![0i8; n * DESCRIPTOR_DIM];
-            model
-                .describe(f.patches, n, &mut descriptors)
-                .map_err(|e| anyhow::anyhow!("describing {n} patches: {e}"))?;
+        match &mut self.features {
+            Some(p) => {
+                let f = p.extract_gray(gray)?;
+                let d = Described {
+                    keypoints: f.keypoints.to_vec(),
+                    descriptors: f.descriptors.to_vec(),
+                    backends: f.backends,
+                };
+                if d.backends.fell_back {
+                    tracing::warn!(
+                        "GPU descriptor stage failed, this image used the CPU: {}",
+                        p.last_fallback().unwrap_or("unknown error")
+                    );
+                }
+                Ok(d)
+            }
+            None => {
+                let f = self.extractor.extract_gray(gray)?;
+                Ok(Described {
+                    keypoints: f.keypoints.to_vec(),
+                    descriptors: Vec::new(),
+                    backends: StageBackends::CPU,
+                })
+            }
         }
-        Ok(Described {
-            keypoints: f.keypoints.to_vec(),
-            descriptors,
-        })
+    }
+
+    /// [`match_described`] on this pipeline's backend: the GPU matcher when the GPU was selected
+    /// (falling back to the CPU, logged, if it fails), else the CPU. Returns the matches and the
+    /// backend that computed them; both backends give identical matches.
+    pub fn match_pair(
+        &mut self,
+        a: &Described,
+        b: &Described,
+    ) -> anyhow::Result<(Vec<Match>, BackendKind)> {
+        if let Some(m) = &mut self.matcher {
+            let qa = DescriptorSet::new(&a.descriptors, DESCRIPTOR_DIM)?;
+            let qb = DescriptorSet::new(&b.descriptors, DESCRIPTOR_DIM)?;
+            let mut out = Vec::new();
+            match m.match_sets(&qa, &qb, &mut out) {
+                Ok(()) => return Ok((out, BackendKind::Gpu)),
+                Err(e) => tracing::warn!("GPU matching failed, matching on the CPU: {e}"),
+            }
+        }
+        Ok((match_described(a, b)?, BackendKind::Cpu))
     }
 }
 
-/// The runtime's default image-to-image matching (ratio test and mutual check).
+/// The runtime's default image-to-image matching (ratio test and mutual check) on the CPU.
 pub fn match_described(a: &Described, b: &Described) -> anyhow::Result<Vec<Match>> {
     let qa = DescriptorSet::new(&a.descriptors, DESCRIPTOR_DIM)?;
     let qb = DescriptorSet::new(&b.descriptors, DESCRIPTOR_DIM)?;
@@ -226,7 +313,12 @@ fn run_extract(args: ExtractArgs) -> anyhow::Result<()> {
         "descriptors": descriptors,
     });
     write_json(&args.out, &v)?;
-    println!("{} keypoints -> {}", d.keypoints.len(), args.out.display());
+    println!(
+        "{} keypoints -> {} (descriptors on {})",
+        d.keypoints.len(),
+        args.out.display(),
+        d.backends.descriptors
+    );
     Ok(())
 }
 
@@ -234,7 +326,7 @@ fn run_match(args: MatchArgs) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(&args.options)?;
     let a = pipeline.run(&load_gray(&args.image_a)?)?;
     let b = pipeline.run(&load_gray(&args.image_b)?)?;
-    let matches = match_described(&a, &b)?;
+    let (matches, match_backend) = pipeline.match_pair(&a, &b)?;
     let xy = |d: &Described| -> Vec<Value> {
         d.keypoints
             .iter()
@@ -251,11 +343,12 @@ fn run_match(args: MatchArgs) -> anyhow::Result<()> {
     });
     write_json(&args.out, &v)?;
     println!(
-        "{} x {} keypoints, {} matches -> {}",
+        "{} x {} keypoints, {} matches -> {} (descriptors on {}, matching on {match_backend})",
         a.keypoints.len(),
         b.keypoints.len(),
         matches.len(),
-        args.out.display()
+        args.out.display(),
+        b.backends.descriptors
     );
     Ok(())
 }

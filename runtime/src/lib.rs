@@ -30,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod camera;
 pub mod descriptor;
 pub mod error;
@@ -43,6 +44,7 @@ pub mod localize;
 pub mod map;
 pub mod pose;
 
+pub use backend::{Backend, BackendKind, StageBackends};
 pub use camera::{Camera, Distortion};
 pub use error::{Error, Result};
 pub use frame::{Frame, PixelFormat, rgb_to_luma};

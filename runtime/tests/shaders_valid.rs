@@ -65,10 +65,45 @@ fn every_wgsl_shader_parses_and_validates() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The runtime embeds the files it validates here, not stale copies.
+/// The runtime embeds the files it validates here, not stale copies, and every file on disk is
+/// embedded.
 #[cfg(feature = "gpu")]
 #[test]
 fn embedded_shaders_are_the_files_on_disk() {
-    let on_disk = std::fs::read_to_string(shader_dir().join("gray.wgsl")).expect("gray.wgsl");
-    assert_eq!(sextant_runtime::gpu::GRAY_WGSL, on_disk);
+    for (name, source) in sextant_runtime::gpu::SHADERS {
+        let on_disk = std::fs::read_to_string(shader_dir().join(name))
+            .unwrap_or_else(|e| panic!("cannot read {name}: {e}"));
+        assert_eq!(source, on_disk, "{name}");
+    }
+    let embedded: Vec<String> = sextant_runtime::gpu::SHADERS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    for path in wgsl_files() {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        assert!(
+            name.as_ref().is_some_and(|n| embedded.contains(n)),
+            "{} is not embedded in the runtime (gpu::SHADERS)",
+            path.display()
+        );
+    }
+}
+
+/// The portable variant of the packed dot product (what runs where `dot4I8Packed` is missing)
+/// validates too, and really removes the built-in.
+#[cfg(feature = "gpu")]
+#[test]
+fn portable_dot4_variants_validate() {
+    for (name, source) in sextant_runtime::gpu::SHADERS {
+        let portable = sextant_runtime::gpu::with_dot4(source, false);
+        assert!(!portable.contains("dot4I8Packed(a, b)"), "{name}");
+        let module = naga::front::wgsl::parse_str(&portable)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&portable)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&portable)));
+    }
 }

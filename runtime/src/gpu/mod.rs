@@ -45,15 +45,34 @@
 //! ```
 
 mod buffers;
+mod compute;
 mod context;
+mod descriptor;
 mod gray;
+mod matching;
+mod plan_view;
 pub mod test_support;
 
+pub use compute::{Dot4, with_dot4};
 pub use context::GpuContext;
+pub use descriptor::GpuDescriptor;
 pub use gray::GrayConverter;
+pub use matching::GpuMatcher;
 
 /// The source of `shaders/gray.wgsl`, embedded at compile time.
 pub const GRAY_WGSL: &str = include_str!("../../../shaders/gray.wgsl");
+/// The source of `shaders/descriptor.wgsl` (the int8 plan's kernels), embedded at compile time.
+pub const DESCRIPTOR_WGSL: &str = include_str!("../../../shaders/descriptor.wgsl");
+/// The source of `shaders/matching.wgsl` (int8 distances, best two per query), embedded at
+/// compile time.
+pub const MATCHING_WGSL: &str = include_str!("../../../shaders/matching.wgsl");
+
+/// Every embedded shader as `(file name, source)`, for validation tests.
+pub const SHADERS: [(&str, &str); 3] = [
+    ("gray.wgsl", GRAY_WGSL),
+    ("descriptor.wgsl", DESCRIPTOR_WGSL),
+    ("matching.wgsl", MATCHING_WGSL),
+];
 
 /// No usable GPU adapter or device could be opened.
 ///
@@ -117,6 +136,13 @@ pub enum GpuError {
         /// What differed from the CPU reference.
         reason: String,
     },
+    /// A descriptor plan the GPU kernels cannot run exactly (a float step, a window or row past
+    /// the kernels' loop bounds, a plan whose steps could not be read).
+    #[error("descriptor plan not supported on the GPU: {reason}")]
+    UnsupportedPlan {
+        /// What is not supported.
+        reason: String,
+    },
     /// Waiting for the GPU or mapping a result buffer failed.
     #[error("GPU readback failed: {reason}")]
     Readback {
@@ -125,25 +151,42 @@ pub enum GpuError {
     },
 }
 
-/// Checks that `ctx`'s adapter computes exactly what the CPU computes, on a synthetic frame with an
-/// odd size and an unaligned row stride, large enough (0.5 Mpixel) that a kernel exceeding a
-/// driver's per-invocation loop limit would be caught.
+/// Checks that `ctx`'s adapter computes exactly what the CPU computes, kernel by kernel, on
+/// deterministic synthetic inputs large enough that a kernel exceeding a driver's per-invocation
+/// loop limit would be caught:
+///
+/// - gray conversion: a 1029×515 BGRA8 frame with an unaligned row stride (0.5 Mpixel);
+/// - the embedded descriptor model's int8 plan: 256 patches (2 million first-layer outputs);
+/// - matching: 32 queries against 70,000 train descriptors (a per-query loop would run 70,000
+///   times), with the ratio test and mutual check.
 ///
 /// This is what backend choice `Auto` runs at start-up: GPU if an adapter exists *and* passes this,
-/// CPU otherwise. It builds its own kernel objects and allocates; call it once, not per frame.
+/// CPU otherwise. It builds its own kernel objects and allocates; call it once, not per frame
+/// (about a second on a software adapter, milliseconds on a GPU).
 pub fn self_test(ctx: &GpuContext) -> Result<(), GpuError> {
+    self_test_gray(ctx)?;
+    self_test_descriptor(ctx)?;
+    self_test_matching(ctx)
+}
+
+/// Deterministic bytes (xorshift64) that exercise every value.
+fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect()
+}
+
+fn self_test_gray(ctx: &GpuContext) -> Result<(), GpuError> {
     const W: u32 = 1029;
     const H: u32 = 515;
     const STRIDE: usize = W as usize * 4 + 3;
-    let mut pixels = vec![0u8; STRIDE * H as usize];
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    for byte in &mut pixels {
-        // xorshift64: deterministic content that exercises every channel value.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *byte = (state >> 56) as u8;
-    }
+    let pixels = test_bytes(STRIDE * H as usize, 0x2545_f491_4f6c_dd1d);
     let frame = crate::frame::Frame::new(crate::frame::PixelFormat::Bgra8, W, H, STRIDE, &pixels)
         .map_err(|e| GpuError::InvalidInput {
         reason: e.to_string(),
@@ -164,6 +207,91 @@ pub fn self_test(ctx: &GpuContext) -> Result<(), GpuError> {
                 ctx.adapter_info().name
             ),
         });
+    }
+    Ok(())
+}
+
+fn self_test_descriptor(ctx: &GpuContext) -> Result<(), GpuError> {
+    use crate::descriptor::{DESCRIPTOR_DIM, DescriptorModel, PATCH_PIXELS, PATCH_SIZE};
+    const N: usize = 256;
+    let failed = |reason: String| GpuError::SelfTestFailed { reason };
+    let mut model = DescriptorModel::embedded_default()
+        .map_err(|e| failed(format!("the embedded descriptor model does not load: {e}")))?;
+    // Smooth gradients with texture, so every layer sees varied, unsaturated values.
+    let noise = test_bytes(N * PATCH_PIXELS, 0x9e37_79b9_7f4a_7c15);
+    let patches: Vec<u8> = (0..N * PATCH_PIXELS)
+        .map(|i| {
+            let (s, p) = (i / PATCH_PIXELS, i % PATCH_PIXELS);
+            let (x, y) = (p % PATCH_SIZE, p / PATCH_SIZE);
+            let v = (x * (s % 7 + 1) + y * (s % 5 + 2)) * 3 + usize::from(noise[i] % 48);
+            (v % 256) as u8
+        })
+        .collect();
+    let mut cpu = vec![0i8; N * DESCRIPTOR_DIM];
+    model
+        .describe(&patches, N, &mut cpu)
+        .map_err(|e| failed(format!("the CPU descriptor reference failed: {e}")))?;
+    let mut gpu = vec![0i8; N * DESCRIPTOR_DIM];
+    GpuDescriptor::from_model(ctx, &model)?.describe(&patches, N, &mut gpu)?;
+    let wrong = gpu.iter().zip(&cpu).filter(|(a, b)| a != b).count();
+    if wrong > 0 {
+        return Err(failed(format!(
+            "descriptors: {wrong} of {} values differ from the CPU kernels on {:?}",
+            cpu.len(),
+            ctx.adapter_info().name
+        )));
+    }
+    Ok(())
+}
+
+fn self_test_matching(ctx: &GpuContext) -> Result<(), GpuError> {
+    use crate::features::{DescriptorSet, MatchConfig, Matcher};
+    const DIM: usize = 64;
+    const NT: usize = 70_000;
+    const NQ: usize = 32;
+    let failed = |reason: String| GpuError::SelfTestFailed { reason };
+    let train: Vec<i8> = test_bytes(NT * DIM, 0x5851_f42d_4c95_7f2d)
+        .into_iter()
+        .map(|b| b as i8)
+        .collect();
+    // Queries: noisy copies of train rows spread over the whole set (every query has a true
+    // nearest neighbour in a different tile and reduce group).
+    let noise = test_bytes(NQ * DIM, 0x1405_7b7e_f767_814f);
+    let query: Vec<i8> = (0..NQ * DIM)
+        .map(|i| {
+            let row = (i / DIM) * 2_171 + 13;
+            let v = i32::from(train[row * DIM + i % DIM]) + i32::from(noise[i] % 64) - 32;
+            v.clamp(-128, 127) as i8
+        })
+        .collect();
+    let bad_set = |e: crate::features::FeatureError| failed(e.to_string());
+    let q = DescriptorSet::new(&query, DIM).map_err(bad_set)?;
+    let t = DescriptorSet::new(&train, DIM).map_err(bad_set)?;
+    let config = MatchConfig::default();
+    let mut cpu = Vec::new();
+    Matcher::new(config)
+        .and_then(|mut m| m.match_sets(&q, &t, &mut cpu))
+        .map_err(bad_set)?;
+    let mut gpu_matcher = GpuMatcher::new(ctx, config)?;
+    let mut gpu = Vec::new();
+    gpu_matcher.match_sets(&q, &t, &mut gpu)?;
+    let cpu_best = Matcher::new(config)
+        .and_then(|mut m| m.knn2(&q, &t).map(<[_]>::to_vec))
+        .map_err(bad_set)?;
+    let gpu_best = gpu_matcher.knn2(&q, &t)?;
+    let wrong = gpu_best
+        .iter()
+        .zip(&cpu_best)
+        .filter(|(a, b)| a != b)
+        .count();
+    if wrong > 0 || gpu != cpu {
+        return Err(failed(format!(
+            "matching: {wrong} of {NQ} nearest-neighbour pairs and {} vs {} matches differ from \
+             the CPU matcher on {:?}",
+            gpu.len(),
+            cpu.len(),
+            ctx.adapter_info().name
+        )));
     }
     Ok(())
 }
