@@ -70,6 +70,10 @@ pub struct LocalizerConfig {
     pub min_matches: usize,
     /// Smallest [`Fix::coverage`] of an accepted pose.
     pub min_coverage: f64,
+    /// A pose with at least `strong_inliers` inliers needs only this coverage.
+    pub min_coverage_strong: f64,
+    /// Inliers from which `min_coverage_strong` applies.
+    pub strong_inliers: usize,
     /// Seed of the robust estimator (same frame, map and seed → same pose).
     pub seed: u64,
 }
@@ -103,7 +107,9 @@ impl Default for LocalizerConfig {
             max_view_angle_deg: 70.0,
             min_features: 60,
             min_matches: 15,
-            min_coverage: 0.4,
+            min_coverage: 0.5,
+            min_coverage_strong: 0.4,
+            strong_inliers: 50,
             seed: 1,
         }
     }
@@ -698,7 +704,12 @@ impl<B: AsRef<[u8]>> Localizer<B> {
         let mut fix = fix;
         fix.visible_at_pose = self.visible_from(&fix.pose, query.camera);
         fix.coverage = self.coverage(query.camera);
-        if fix.coverage < self.config.min_coverage {
+        let needed = if fix.inliers >= self.config.strong_inliers {
+            self.config.min_coverage_strong
+        } else {
+            self.config.min_coverage
+        };
+        if fix.coverage < needed {
             return Err(FailureReason::NoConsensus);
         }
         // A second consensus among the outliers, about as strong, elsewhere: ambiguous.
