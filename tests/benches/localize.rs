@@ -23,7 +23,7 @@ use sextant_sim::encode::rgb_to_gray;
 use sextant_sim::{Capturer, Photometric, Scene, TrajectorySpec};
 
 const MAP_FRAMES: usize = 200;
-const KEYPOINTS: usize = 2500;
+const KEYPOINTS: usize = 3000;
 
 fn camera() -> Camera {
     Camera::pinhole(640, 480, 500.0, 500.0, 320.0, 240.0).expect("camera")
