@@ -126,6 +126,15 @@ pub enum AgentError {
         /// Downloaded digest (hex).
         actual: String,
     },
+    /// The TLS or QUIC configuration could not be built (certificate, key, trust root).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The connection to the backend failed or was lost.
+    #[error("network: {0}")]
+    Network(String),
+    /// The protocol state machine refused an operation or the peer broke the protocol.
+    #[error(transparent)]
+    Protocol(#[from] sextant_proto::ProtoError),
 }
 
 impl AgentError {

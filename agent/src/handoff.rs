@@ -62,6 +62,12 @@ pub struct FrameTap<'a, T> {
 }
 
 impl<T> FrameTap<'_, T> {
+    /// Whether a push would succeed now (a producer that prefers to wait, e.g. a replay or a
+    /// benchmark, checks this instead of losing events; the camera path just pushes).
+    pub fn has_room(&self) -> bool {
+        self.p.ready()
+    }
+
     /// Offers an event; returns `false` (and counts a drop) if the ring is full.
     pub fn push(&mut self, item: T) -> bool {
         match self.p.enqueue(item) {

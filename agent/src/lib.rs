@@ -20,8 +20,14 @@
 //! - [`fsutil`]: atomic checksummed state files, directory fsync, and the [`fsutil::Disk`]
 //!   trait through which the queue writes (so tests inject short writes and a full disk).
 //!
-//! Not yet here: the QUIC client (quinn) that drives `sextant_proto`'s state machines with these
-//! pieces, and shadow runs of a candidate model.
+//! - [`runner`]: the QUIC client (quinn, mutual TLS) that drives `sextant_proto`'s state
+//!   machine with these pieces: sync, verified resumable downloads, atomic install, activation
+//!   with self-check and local rollback, telemetry upload deleted only on acknowledgement.
+//! - [`slot`]: the lock-free hot-swap handle of the active model that the frame path reads.
+//! - [`sim`]: a simulated device (frame path → hand-off → queue → agent), `sextant agent run`.
+//! - [`tls`]: the device's TLS 1.3 client configuration.
+//!
+//! Not yet here: shadow runs of a candidate model.
 //!
 //! ```
 //! use sextant_agent::queue::{QueueConfig, TelemetryQueue};
@@ -38,11 +44,17 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod bench;
 mod error;
 pub mod fsutil;
 pub mod handoff;
+pub mod probe;
 pub mod queue;
+pub mod runner;
+pub mod sim;
+pub mod slot;
 pub mod store;
+pub mod tls;
 pub mod trust;
 
 pub use error::{AgentError, Result};

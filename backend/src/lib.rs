@@ -10,12 +10,22 @@
 //!   `synchronous=FULL`, transactional migrations, telemetry stored once per
 //!   `(device, sequence)` in batched transactions), and content-addressed model blobs.
 //!
-//! Planned (see `ARCHITECTURE.md`, "Agent and backend"): the QUIC server that drives
-//! `sextant_proto`'s state machines with these pieces, the signed model registry on top of the
-//! store, staged rollouts with automatic rollback, fleet monitoring and retraining.
+//! - [`registry`]: publishing a model (content-addressed blob + metadata signed with the
+//!   Ed25519 release key) and assignments (per device, or the fleet default).
+//! - [`server`]: `sextant backend serve`, the quinn server (mutual TLS, CRL reloaded on change)
+//!   that drives one [`sextant_proto::Server`] per connection: sync, resumable downloads and
+//!   telemetry ingest with group commit.
+//!
+//! Planned (see `ARCHITECTURE.md`, "Agent and backend"): staged rollouts with automatic
+//! rollback, fleet monitoring and retraining, the admin listener.
 
 #![warn(missing_docs)]
 
+mod error;
 pub mod model;
 pub mod pki;
+pub mod registry;
+pub mod server;
 pub mod store;
+
+pub use error::{BackendError, Result};

@@ -96,6 +96,7 @@ fn devices_models_and_assignments() {
         length: 100,
         metadata: b"meta1".to_vec(),
         signature: vec![9; 64],
+        key_id: [3; 8],
     };
     db.put_model(&m1).unwrap();
     db.put_model(&m1).unwrap();

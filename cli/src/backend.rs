@@ -7,7 +7,14 @@
 //! - `sextant backend keygen --out DIR` creates the Ed25519 release key that signs model
 //!   metadata (`release.key.pk8`, mode 0600, and `release.pub` to pin on devices). The same
 //!   step is available to other subcommands as [`release_keygen`].
+//! - `sextant backend serve --ca DIR --cert FILE --key FILE [--listen ADDR] [--data DIR]` runs
+//!   the QUIC server (mutual TLS, ALPN `sextant/1`); it prints `listening on ADDR` once bound.
+//! - `sextant backend assign [--data DIR] (--device ID | --all) --model N` sets what a device
+//!   (or every device without its own assignment) runs.
+//! - `sextant backend status [--data DIR]` prints registered models and stored telemetry.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -64,6 +71,69 @@ enum BackendCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the QUIC server devices sync with (models, assignments, telemetry ingest).
+    Serve(ServeArgs),
+    /// Set which model a device (or, with --all, every device without its own) runs.
+    Assign {
+        /// Data directory (default: $SEXTANT_DATA_DIR, else $XDG_DATA_HOME/sextant, else
+        /// ~/.local/share/sextant).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The device.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        device: Option<String>,
+        /// The fleet default, for devices without an assignment of their own.
+        #[arg(long)]
+        all: bool,
+        /// Model version to run (must be published).
+        #[arg(long)]
+        model: u64,
+        /// Candidate version to shadow.
+        #[arg(long)]
+        shadow: Option<u64>,
+    },
+    /// Print registered models and stored telemetry counts.
+    Status {
+        /// Data directory (default as for `serve`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Also count this device's stored events.
+        #[arg(long)]
+        device: Vec<String>,
+    },
+}
+
+/// Flags of `sextant backend serve`.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The CA directory: ca.crt.pem (trust root for devices) and crl.pem (reloaded on change).
+    #[arg(long)]
+    ca: PathBuf,
+    /// The server certificate (from `issue-server`).
+    #[arg(long)]
+    cert: PathBuf,
+    /// The server private key.
+    #[arg(long)]
+    key: PathBuf,
+    /// UDP address to listen on (port 0: any free port; the bound one is printed).
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    listen: SocketAddr,
+    /// Data directory (default: $SEXTANT_DATA_DIR, else $XDG_DATA_HOME/sextant, else
+    /// ~/.local/share/sextant).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Seconds after which devices sync again.
+    #[arg(long, default_value_t = 300)]
+    resync_after_s: u32,
+    /// SQLite synchronous level: `full` (survives power loss; the default) or `normal`.
+    #[arg(long, default_value = "full")]
+    durability: String,
+    /// Model chunk size in bytes.
+    #[arg(long, default_value_t = 256 << 10)]
+    chunk_len: u32,
+    /// Fault injection for tests: serve model files with one byte flipped.
+    #[arg(long, hide = true)]
+    fault_flip_model_byte: bool,
 }
 
 #[derive(Debug, Args)]
@@ -117,8 +187,82 @@ pub fn run(args: BackendArgs) -> anyhow::Result<()> {
             );
         }
         BackendCommand::Keygen { out } => release_keygen(&out)?,
+        BackendCommand::Serve(a) => serve(a)?,
+        BackendCommand::Assign {
+            data,
+            device,
+            all: _,
+            model,
+            shadow,
+        } => {
+            let dir = data.unwrap_or_else(sextant_backend::store::default_data_dir);
+            let mut d = sextant_backend::store::DataDir::open(&dir)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            sextant_backend::registry::assign(&mut d, device.as_deref(), model, shadow, now_ms())
+                .context("setting the assignment")?;
+            println!(
+                "{} now runs model {model}",
+                device
+                    .as_deref()
+                    .unwrap_or("every device without its own assignment")
+            );
+        }
+        BackendCommand::Status { data, device } => {
+            let dir = data.unwrap_or_else(sextant_backend::store::default_data_dir);
+            let d = sextant_backend::store::DataDir::open(&dir)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            use sextant_backend::store::Storage as _;
+            println!("data directory: {}", dir.display());
+            match d.db.latest_model_version()? {
+                Some(v) => println!("latest model: {v}"),
+                None => println!("latest model: none"),
+            }
+            if let Some(a) =
+                d.db.assignment(sextant_backend::store::DEFAULT_ASSIGNMENT)?
+            {
+                println!("fleet default: model {}", a.model_version);
+            }
+            println!("telemetry events stored: {}", d.db.telemetry_total()?);
+            for dev in device {
+                println!("{dev}: {} events", d.db.telemetry_count(&dev)?);
+            }
+        }
     }
     Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    use sextant_backend::server::{ServeConfig, serve_blocking};
+    let data = a
+        .data
+        .unwrap_or_else(sextant_backend::store::default_data_dir);
+    let mut cfg = ServeConfig::new(a.listen, data.clone(), a.ca, a.cert, a.key);
+    cfg.resync_after_s = a.resync_after_s;
+    cfg.durability = match a.durability.as_str() {
+        "full" => sextant_backend::store::Durability::Full,
+        "normal" => sextant_backend::store::Durability::Normal,
+        other => anyhow::bail!("--durability must be full or normal, not {other:?}"),
+    };
+    anyhow::ensure!(
+        a.chunk_len >= 1 && a.chunk_len + 128 <= cfg.protocol.max_frame_len,
+        "--chunk-len must be between 1 and {}",
+        cfg.protocol.max_frame_len - 128
+    );
+    cfg.protocol.chunk_len = a.chunk_len;
+    cfg.fault_flip_model_byte = a.fault_flip_model_byte;
+    serve_blocking(cfg, |addr| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {addr}");
+        let _ = writeln!(out, "data directory: {}", data.display());
+        let _ = out.flush();
+    })
+    .context("serving")
 }
 
 fn print_issued(f: &pki::IssuedFiles) {

@@ -7,6 +7,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod backend;
 mod demo;
 mod eval;
@@ -53,6 +54,8 @@ enum Command {
     Model(model::ModelArgs),
     /// Fleet PKI and the model release key (`backend ca init`, `issue-device`, `keygen`, …).
     Backend(backend::BackendArgs),
+    /// A simulated device: frame path, telemetry queue and sync agent (`agent run`).
+    Agent(agent::AgentArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +81,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Model(args) => model::run(args),
         Command::Backend(args) => backend::run(args),
+        Command::Agent(args) => agent::run(args),
     }
 }
 

@@ -36,7 +36,7 @@ pub mod blobs;
 pub mod sqlite;
 
 pub use blobs::BlobStore;
-pub use sqlite::{Durability, SqliteStore};
+pub use sqlite::{DEFAULT_ASSIGNMENT, Durability, SqliteStore};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,8 @@ pub struct ModelRecord {
     pub metadata: Vec<u8>,
     /// The release key's Ed25519 signature over `metadata`.
     pub signature: Vec<u8>,
+    /// Which release key signed: the first 8 bytes of the SHA-256 of its public key.
+    pub key_id: [u8; 8],
 }
 
 /// What a device should run.

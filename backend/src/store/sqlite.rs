@@ -40,7 +40,14 @@ pub const MIGRATIONS: &[&str] = &[
         payload        BLOB NOT NULL,
         PRIMARY KEY (device_id, sequence)
     ) WITHOUT ROWID;",
+    // 2: which release key signed a model (first 8 bytes of the SHA-256 of its public key), and
+    // the fleet-wide default assignment lives in `assignments` under the device id `*`.
+    "ALTER TABLE models ADD COLUMN key_id BLOB NOT NULL DEFAULT x'0000000000000000'
+        CHECK (length(key_id) = 8);",
 ];
+
+/// The device id of the fleet-wide default assignment row (see [`SqliteStore::effective_assignment`]).
+pub const DEFAULT_ASSIGNMENT: &str = "*";
 
 /// The `synchronous` level (see the module docs of [`crate::store`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,6 +142,77 @@ impl SqliteStore {
             })?)
     }
 
+    /// Stores several batches in **one** transaction (one WAL fsync for all of them: group
+    /// commit), each event once per `(device_id, sequence)`; returns each batch's outcome in
+    /// order. The backend's ingest writer coalesces the batches of many connections this way.
+    pub fn ingest_many(
+        &mut self,
+        batches: &[&[TelemetryRow]],
+        received_at_ms: i64,
+    ) -> Result<Vec<IngestOutcome>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outs = Vec::with_capacity(batches.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO telemetry (device_id, sequence, recorded_at_ms, received_at_ms, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (device_id, sequence) DO NOTHING",
+            )?;
+            for events in batches {
+                let mut out = IngestOutcome::default();
+                for e in *events {
+                    let seq = to_i64(e.sequence, "sequence above i64::MAX")?;
+                    let n = stmt.execute(params![
+                        e.device_id,
+                        seq,
+                        e.recorded_at_ms,
+                        received_at_ms,
+                        e.payload
+                    ])?;
+                    if n == 1 {
+                        out.new += 1;
+                    } else {
+                        out.duplicates += 1;
+                    }
+                }
+                outs.push(out);
+            }
+        }
+        tx.commit()?;
+        Ok(outs)
+    }
+
+    /// What `device_id` should run: its own assignment, else the fleet default (`*`).
+    pub fn effective_assignment(&self, device_id: &str) -> Result<Option<Assignment>> {
+        match self.assignment(device_id)? {
+            Some(a) => Ok(Some(a)),
+            None => Ok(self.assignment(DEFAULT_ASSIGNMENT)?.map(|a| Assignment {
+                device_id: device_id.to_owned(),
+                ..a
+            })),
+        }
+    }
+
+    /// The highest registered model version, if any.
+    pub fn latest_model_version(&self) -> Result<Option<u64>> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT max(version) FROM models", [], |r| r.get(0))?;
+        Ok(v.map(|v| v as u64))
+    }
+
+    /// Sequence numbers stored for a device, ascending (tests and audits).
+    pub fn telemetry_sequences(&self, device_id: &str) -> Result<Vec<u64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT sequence FROM telemetry WHERE device_id = ?1 ORDER BY sequence",
+        )?;
+        let rows = stmt.query_map([device_id], |r| r.get::<_, i64>(0))?;
+        rows.map(|r| r.map(|v| v as u64).map_err(StoreError::from))
+            .collect()
+    }
+
     /// Total stored telemetry events.
     pub fn telemetry_total(&self) -> Result<u64> {
         let n: i64 = self
@@ -222,9 +300,16 @@ impl Storage for SqliteStore {
             Some(_) => return Err(StoreError::ModelConflict { version: m.version }),
             None => {
                 tx.execute(
-                    "INSERT INTO models (version, sha256, length, metadata, signature)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![version, &m.sha256[..], length, m.metadata, m.signature],
+                    "INSERT INTO models (version, sha256, length, metadata, signature, key_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        version,
+                        &m.sha256[..],
+                        length,
+                        m.metadata,
+                        m.signature,
+                        &m.key_id[..]
+                    ],
                 )?;
             }
         }
@@ -237,7 +322,8 @@ impl Storage for SqliteStore {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT version, sha256, length, metadata, signature FROM models WHERE version = ?1",
+                "SELECT version, sha256, length, metadata, signature, key_id
+                 FROM models WHERE version = ?1",
             )?
             .query_row([v], |r| {
                 Ok(ModelRecord {
@@ -246,6 +332,13 @@ impl Storage for SqliteStore {
                     length: r.get::<_, i64>(2)? as u64,
                     metadata: r.get(3)?,
                     signature: r.get(4)?,
+                    key_id: r.get::<_, Vec<u8>>(5)?.try_into().map_err(|_| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            5,
+                            rusqlite::types::Type::Blob,
+                            "key_id is not 8 bytes".into(),
+                        )
+                    })?,
                 })
             })
             .optional()?)

@@ -1,0 +1,303 @@
+//! A simulated device around [`Agent`]: a frame path that produces localisation events at a
+//! set rate through the lock-free hand-off, the drain thread that appends them to the durable
+//! queue, and the agent's QUIC loop. `sextant agent run` is this.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sextant_proto::{
+    ComputeBackend, FailureReason, Label, LocalizationEvent, ModelVersion, Outcome, PoseSource,
+    RecordBody, SliceKeys, StageTimings,
+};
+use tokio::sync::Notify;
+
+use crate::error::{AgentError, Result};
+use crate::handoff::Handoff;
+use crate::queue::{QueueConfig, TelemetryQueue};
+use crate::runner::{Agent, AgentConfig, AgentCounters, AgentEvent, unix_ms};
+use crate::slot::ModelSlot;
+
+/// Capacity of the simulated frame path's ring (items: one less).
+pub const RING: usize = 4096;
+
+/// Settings of a simulated device.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The agent.
+    pub agent: AgentConfig,
+    /// Telemetry queue limits.
+    pub queue: QueueConfig,
+    /// Events the simulated frame path produces in this process.
+    pub events_total: u64,
+    /// Their rate (0: as fast as the ring drains, waiting instead of dropping).
+    pub events_per_sec: u64,
+    /// Exit once every event is acknowledged and the model matches the assignment (or the
+    /// assigned one was refused).
+    pub exit_when_idle: bool,
+    /// Exit after this long regardless.
+    pub run_for: Option<Duration>,
+}
+
+/// What a simulated device reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimEvent {
+    /// From the agent.
+    Agent(AgentEvent),
+    /// Every event of this process reached the durable queue.
+    Generated {
+        /// Events appended.
+        appended: u64,
+        /// Events the ring dropped.
+        dropped: u64,
+    },
+}
+
+/// The final counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimSummary {
+    /// Events appended to the queue by this process.
+    pub appended: u64,
+    /// Records acknowledged in this process.
+    pub acked: u64,
+    /// Duplicates the backend reported.
+    pub duplicates: u64,
+    /// Records still queued.
+    pub queued: u64,
+    /// Drop counters of the queue (cumulative): items, bytes, age, hand-off.
+    pub dropped: [u64; 4],
+    /// Active model version.
+    pub active: Option<u64>,
+    /// Rollback floor.
+    pub floor: u64,
+    /// Process CPU time (user + system), ms.
+    pub cpu_ms: u64,
+    /// Model bytes received.
+    pub download_bytes: u64,
+}
+
+/// CPU time of this process (user + system) in milliseconds, from `/proc/self/stat`.
+pub fn process_cpu_ms() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // `rest` starts at field 3 (state), so field n is at index n - 3. USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) * 10
+}
+
+fn event(i: u64, model: u64, device_class: &Label) -> LocalizationEvent {
+    let ok = i % 10 != 3;
+    LocalizationEvent {
+        model: ModelVersion(model),
+        slice: SliceKeys {
+            device_class: device_class.clone(),
+            app_version: Label::new("sim-1.0").unwrap_or_else(|_| device_class.clone()),
+            backend: ComputeBackend::Cpu,
+            region: None,
+        },
+        outcome: if ok {
+            Outcome::Localized {
+                source: PoseSource::Visual,
+            }
+        } else {
+            Outcome::Failed {
+                reason: FailureReason::TooFewMatches,
+            }
+        },
+        confidence: if ok { 0.8 } else { 0.0 },
+        inliers: (40 + i % 60) as u32,
+        timings: StageTimings {
+            preprocess_us: 800,
+            detect_us: 2100,
+            describe_us: 3300,
+            match_us: 1200,
+            solve_us: 400,
+            total_us: 7800,
+        },
+    }
+}
+
+/// Runs a simulated device until idle (with `exit_when_idle`), `run_for`, or SIGINT.
+pub fn run_blocking(
+    cfg: SimConfig,
+    emit: Arc<dyn Fn(SimEvent) + Send + Sync>,
+) -> Result<SimSummary> {
+    std::fs::create_dir_all(&cfg.agent.dir)
+        .map_err(|e| AgentError::io("create agent directory", &cfg.agent.dir, e))?;
+    let queue = Arc::new(Mutex::new(TelemetryQueue::open(
+        &cfg.agent.dir.join("queue"),
+        &cfg.agent.device_id,
+        cfg.queue.clone(),
+    )?));
+    let slot = Arc::new(ModelSlot::new());
+    let counters = Arc::new(AgentCounters::default());
+    let new_events = Arc::new(Notify::new());
+    let stop = Arc::new(Notify::new());
+    let emit_agent = Arc::clone(&emit);
+    let agent = Agent::open(
+        cfg.agent.clone(),
+        Arc::clone(&queue),
+        Arc::clone(&slot),
+        Arc::clone(&counters),
+        Arc::clone(&new_events),
+        Box::new(move |e| emit_agent(SimEvent::Agent(e))),
+    )?;
+    let floor_at_start = agent.floor();
+
+    // The frame path and the drain, on their own threads (the camera thread never waits).
+    let ring: &'static mut Handoff<LocalizationEvent, RING> = Box::leak(Box::default());
+    let (mut tap, mut drain) = ring.split();
+    let generated_all = Arc::new(AtomicBool::new(cfg.events_total == 0));
+    let drained_all = Arc::new(AtomicBool::new(cfg.events_total == 0));
+    let appended = Arc::new(AtomicU64::new(0));
+    let class = Label::new(cfg.agent.device_class.clone())?;
+    {
+        let slot = Arc::clone(&slot);
+        let generated_all = Arc::clone(&generated_all);
+        let (total, rate) = (cfg.events_total, cfg.events_per_sec);
+        std::thread::Builder::new()
+            .name("sim-frames".into())
+            .spawn(move || {
+                let start = Instant::now();
+                for i in 0..total {
+                    let model = slot.version().unwrap_or(0);
+                    if rate == 0 {
+                        while !tap.has_room() {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                    } else if i.is_multiple_of(64) {
+                        let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(start.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    tap.push(event(i, model, &class));
+                }
+                generated_all.store(true, Ordering::Release);
+            })
+            .map_err(|e| AgentError::io("spawn frame thread", Path::new("-"), e))?;
+    }
+    {
+        let queue = Arc::clone(&queue);
+        let generated_all = Arc::clone(&generated_all);
+        let drained_all = Arc::clone(&drained_all);
+        let appended = Arc::clone(&appended);
+        let new_events = Arc::clone(&new_events);
+        let emit = Arc::clone(&emit);
+        let total = cfg.events_total;
+        std::thread::Builder::new()
+            .name("sim-drain".into())
+            .spawn(move || {
+                loop {
+                    let done = generated_all.load(Ordering::Acquire);
+                    let n = {
+                        let mut q = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        drain.drain_into(&mut q, 2048, unix_ms(), |ev, out| {
+                            let body = RecordBody::Localization(ev.clone());
+                            let _ = ciborium::into_writer(&body, out);
+                        })
+                    };
+                    match n {
+                        Ok(n) if n > 0 => {
+                            appended.fetch_add(n as u64, Ordering::Relaxed);
+                            new_events.notify_one();
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "telemetry append failed"),
+                    }
+                    if done && total > 0 {
+                        let st = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .stats();
+                        drained_all.store(true, Ordering::Release);
+                        emit(SimEvent::Generated {
+                            appended: appended.load(Ordering::Relaxed),
+                            dropped: st.dropped.by_handoff,
+                        });
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+            .map_err(|e| AgentError::io("spawn drain thread", Path::new("-"), e))?;
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::io("start the async runtime", Path::new("-"), e))?;
+    let started = Instant::now();
+    let result = rt.block_on(async {
+        let stop2 = Arc::clone(&stop);
+        let task = tokio::spawn(agent.run(stop2));
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| AgentError::io("install SIGINT handler", Path::new("-"), e))?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| AgentError::io("install SIGTERM handler", Path::new("-"), e))?;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+            }
+            if task.is_finished() {
+                break;
+            }
+            if cfg.run_for.is_some_and(|d| started.elapsed() >= d) {
+                break;
+            }
+            if cfg.exit_when_idle
+                && drained_all.load(Ordering::Acquire)
+                && counters.model_settled.load(Ordering::Relaxed)
+                && queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .stats()
+                    .items
+                    == 0
+            {
+                break;
+            }
+        }
+        stop.notify_one();
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(AgentError::Network(format!("agent task: {e}"))),
+        }
+    });
+    result?;
+    let st = queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .stats();
+    let floor = crate::fsutil::read_state_file(&cfg.agent.dir.join("agent.state"))?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(floor_at_start, u64::from_le_bytes);
+    Ok(SimSummary {
+        appended: appended.load(Ordering::Relaxed),
+        acked: counters.acked.load(Ordering::Relaxed),
+        duplicates: counters.duplicates.load(Ordering::Relaxed),
+        queued: st.items,
+        dropped: [
+            st.dropped.by_items,
+            st.dropped.by_bytes,
+            st.dropped.by_age,
+            st.dropped.by_handoff,
+        ],
+        active: slot.version(),
+        floor,
+        cpu_ms: process_cpu_ms(),
+        download_bytes: counters.download_bytes.load(Ordering::Relaxed),
+    })
+}
