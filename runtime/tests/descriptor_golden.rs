@@ -11,6 +11,10 @@ use sextant_runtime::descriptor::{
     DESCRIPTOR_DIM, DescriptorModel, DirectKernels, Isa, PATCH_PIXELS, PATCH_SIZE, sha256_hex,
 };
 
+mod common {
+    pub mod photos;
+}
+
 struct XorShift(u64);
 
 impl XorShift {
@@ -81,41 +85,6 @@ fn extremes() -> Vec<u8> {
     out
 }
 
-/// Real image content: 32×32 crops of two of the repository's photos on a grid.
-fn photos(max: usize) -> Vec<u8> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/photos");
-    let mut out = Vec::new();
-    for name in ["brick", "coffee"] {
-        let bytes = std::fs::read(format!("{dir}/{name}.png")).expect("photo present");
-        let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
-        dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = dec.read_info().expect("png");
-        let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-        let info = reader.next_frame(&mut buf).expect("frame");
-        let ch = info.color_type.samples();
-        let (w, h) = (info.width as usize, info.height as usize);
-        let gray = |x: usize, y: usize| -> u8 {
-            let p = &buf[(y * w + x) * ch..];
-            if ch >= 3 {
-                sextant_runtime::rgb_to_luma(p[0], p[1], p[2])
-            } else {
-                p[0]
-            }
-        };
-        for y0 in (3..h - PATCH_SIZE - 3).step_by(29) {
-            for x0 in (5..w - PATCH_SIZE - 5).step_by(31) {
-                for y in 0..PATCH_SIZE {
-                    for x in 0..PATCH_SIZE {
-                        out.push(gray(x0 + x, y0 + y));
-                    }
-                }
-            }
-        }
-    }
-    out.truncate(max * PATCH_PIXELS);
-    out
-}
-
 fn describe(model: &mut DescriptorModel, patches: &[u8]) -> Vec<i8> {
     let n = patches.len() / PATCH_PIXELS;
     let mut out = vec![0i8; n * DESCRIPTOR_DIM];
@@ -142,7 +111,7 @@ fn sets() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         (
             "photos",
-            photos(600),
+            common::photos::grid_patches(&["brick", "coffee"], [5, 3], [31, 29], 600),
             "ecea4a5c658fbe3491cc8931787adb04d74aad81def2cfdc7c99a13864d97f01",
         ),
     ]

@@ -7,42 +7,21 @@ use prost::Message;
 use sextant_runtime::descriptor::onnx::{self, ModelProto};
 use sextant_runtime::descriptor::{
     DESCRIPTOR_DIM, DescriptorError, DescriptorModel, EMBEDDED_MODEL, Engine, Isa, PATCH_PIXELS,
-    PATCH_SIZE, Plan, Workspace, sha256_hex,
+    Plan, Workspace, sha256_hex,
 };
+
+mod common {
+    pub mod photos;
+}
 
 /// Real image content: 32×32 crops of the repository's photos (gray), on a grid.
 fn real_patches(max: usize) -> Vec<u8> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/photos");
-    let mut out = Vec::new();
-    for name in ["brick", "camera", "gravel", "coffee"] {
-        let bytes = std::fs::read(format!("{dir}/{name}.png")).expect("photo present");
-        let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
-        dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = dec.read_info().expect("png");
-        let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-        let info = reader.next_frame(&mut buf).expect("frame");
-        let ch = info.color_type.samples();
-        let (w, h) = (info.width as usize, info.height as usize);
-        let gray = |x: usize, y: usize| -> u8 {
-            let p = &buf[(y * w + x) * ch..];
-            if ch >= 3 {
-                sextant_runtime::rgb_to_luma(p[0], p[1], p[2])
-            } else {
-                p[0]
-            }
-        };
-        for y0 in (8..h - PATCH_SIZE - 8).step_by(37) {
-            for x0 in (8..w - PATCH_SIZE - 8).step_by(41) {
-                for y in 0..PATCH_SIZE {
-                    for x in 0..PATCH_SIZE {
-                        out.push(gray(x0 + x, y0 + y));
-                    }
-                }
-            }
-        }
-    }
-    out.truncate(max * PATCH_PIXELS);
-    out
+    common::photos::grid_patches(
+        &["brick", "camera", "gravel", "coffee"],
+        [8, 8],
+        [41, 37],
+        max,
+    )
 }
 
 fn describe(model: &mut DescriptorModel, patches: &[u8]) -> Vec<i8> {

@@ -7,26 +7,10 @@ use sextant_runtime::features::{
     DescriptorSet, FeatureConfig, FeaturePipeline, Keypoint, Match, MatchConfig, Matcher,
 };
 
-/// Decodes one of the project's photos to gray (the runtime's luma for colour ones).
-fn photo(name: &str) -> GrayImage {
-    let path = format!("{}/../assets/photos/{name}", env!("CARGO_MANIFEST_DIR"));
-    let file = std::fs::File::open(&path).unwrap();
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    assert_eq!(info.bit_depth, png::BitDepth::Eight);
-    let gray: Vec<u8> = buf[..info.buffer_size()]
-        .chunks_exact(channels)
-        .map(|p| match channels {
-            1 | 2 => p[0],
-            _ => sextant_runtime::rgb_to_luma(p[0], p[1], p[2]),
-        })
-        .collect();
-    GrayImage::from_vec(info.width, info.height, gray).unwrap()
+mod common {
+    pub mod photos;
 }
+use common::photos::photo;
 
 /// Rotates by 90° clockwise: pixel (x, y) of a `w x h` image goes to (h - 1 - y, x).
 fn rotate90(g: &GrayImage) -> GrayImage {
@@ -53,7 +37,7 @@ fn a_rotated_photo_matches_at_the_rotated_keypoints() {
         ..Default::default()
     };
     let mut pipeline = FeaturePipeline::new(config, model).unwrap();
-    let image = photo("coffee.png");
+    let image = photo("coffee");
     let rotated = rotate90(&image);
     let (ka, da) = describe(&mut pipeline, &image);
     let (kb, db) = describe(&mut pipeline, &rotated);

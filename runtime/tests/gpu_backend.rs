@@ -12,30 +12,14 @@ use sextant_runtime::backend::{Backend, BackendKind, StageBackends, select_on};
 use sextant_runtime::descriptor::DescriptorModel;
 use sextant_runtime::features::{FeatureConfig, FeaturePipeline};
 use sextant_runtime::gpu::{GpuError, GpuUnavailable, test_support};
-use sextant_runtime::{Frame, GrayImage, PixelFormat};
+use sextant_runtime::{Frame, PixelFormat};
+
+mod common {
+    pub mod photos;
+}
+use common::photos::photo;
 
 type TestResult = Result<(), Box<dyn Error>>;
-
-fn photo(name: &str) -> Result<GrayImage, Box<dyn Error>> {
-    let path = format!("{}/../assets/photos/{name}.png", env!("CARGO_MANIFEST_DIR"));
-    let mut dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path)?));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec.read_info()?;
-    let mut buf = vec![0; reader.output_buffer_size().ok_or("png size")?];
-    let info = reader.next_frame(&mut buf)?;
-    let ch = info.color_type.samples();
-    let gray = buf[..info.buffer_size()]
-        .chunks_exact(ch)
-        .map(|p| {
-            if ch >= 3 {
-                sextant_runtime::rgb_to_luma(p[0], p[1], p[2])
-            } else {
-                p[0]
-            }
-        })
-        .collect();
-    Ok(GrayImage::from_vec(info.width, info.height, gray)?)
-}
 
 fn unavailable() -> Result<sextant_runtime::gpu::GpuContext, GpuUnavailable> {
     Err(GpuUnavailable {
@@ -75,7 +59,7 @@ fn backend_choice_without_an_adapter() -> TestResult {
         DescriptorModel::embedded_default()?,
         Backend::Cpu,
     )?;
-    let f = p.extract_gray(&photo("camera")?)?;
+    let f = p.extract_gray(&photo("camera"))?;
     assert_eq!(f.backends, StageBackends::CPU);
     Ok(())
 }
@@ -106,7 +90,7 @@ fn gpu_pipeline_equals_cpu_pipeline_and_reports_stages() -> TestResult {
     let mut gpu = FeaturePipeline::with_selection(config.clone(), model.clone(), selection)?;
     let mut cpu = FeaturePipeline::new(config, model)?;
     for name in ["coffee", "brick", "chelsea"] {
-        let g = photo(name)?;
+        let g = photo(name);
         let a = gpu.extract_gray(&g)?;
         let (ka, da, ba) = (a.keypoints.to_vec(), a.descriptors.to_vec(), a.backends);
         let b = cpu.extract_gray(&g)?;
@@ -120,7 +104,7 @@ fn gpu_pipeline_equals_cpu_pipeline_and_reports_stages() -> TestResult {
         );
     }
     // A camera frame (RGBA8 with a padded stride).
-    let g = photo("astronaut")?;
+    let g = photo("astronaut");
     let (w, h) = (g.width(), g.height());
     let stride = w as usize * 4 + 12;
     let mut rgba = vec![0u8; stride * h as usize];
@@ -151,7 +135,7 @@ fn lost_device_falls_back_to_the_cpu_per_frame() -> TestResult {
     let model = DescriptorModel::embedded_default()?;
     let mut gpu = FeaturePipeline::with_selection(config.clone(), model.clone(), selection)?;
     let mut cpu = FeaturePipeline::new(config, model)?;
-    let g = photo("gravel")?;
+    let g = photo("gravel");
     let want = cpu.extract_gray(&g)?.descriptors.to_vec();
     assert_eq!(gpu.extract_gray(&g)?.backends.descriptors, BackendKind::Gpu);
 

@@ -25,29 +25,12 @@ use sextant_runtime::features::homography::{Slice, make_pair};
 use sextant_runtime::features::{FeatureConfig, FeatureExtractor};
 use sextant_runtime::gpu::{Dot4, GpuDescriptor, GpuError, test_support};
 
-type TestResult = Result<(), Box<dyn Error>>;
-
-/// A photo from `assets/photos` as gray (the runtime's luma).
-fn photo(name: &str) -> Result<GrayImage, Box<dyn Error>> {
-    let path = format!("{}/../assets/photos/{name}.png", env!("CARGO_MANIFEST_DIR"));
-    let mut dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path)?));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec.read_info()?;
-    let mut buf = vec![0; reader.output_buffer_size().ok_or("png size")?];
-    let info = reader.next_frame(&mut buf)?;
-    let ch = info.color_type.samples();
-    let gray = buf[..info.buffer_size()]
-        .chunks_exact(ch)
-        .map(|p| {
-            if ch >= 3 {
-                sextant_runtime::rgb_to_luma(p[0], p[1], p[2])
-            } else {
-                p[0]
-            }
-        })
-        .collect();
-    Ok(GrayImage::from_vec(info.width, info.height, gray)?)
+mod common {
+    pub mod photos;
 }
+use common::photos::photo;
+
+type TestResult = Result<(), Box<dyn Error>>;
 
 /// The feature pipeline's patches of `images` (up to `per_image` keypoints each).
 fn patches_of(images: &[GrayImage], per_image: usize) -> Result<Vec<u8>, Box<dyn Error>> {
@@ -112,7 +95,7 @@ fn gpu_descriptors_equal_cpu_on_photo_patches() -> TestResult {
         "grass",
         "gravel",
     ];
-    let images: Vec<GrayImage> = names.iter().map(|n| photo(n)).collect::<Result<_, _>>()?;
+    let images: Vec<GrayImage> = names.iter().map(|n| photo(n)).collect();
     let patches = patches_of(&images, 1000)?;
     assert!(
         patches.len() / PATCH_PIXELS > 4096,
@@ -149,7 +132,7 @@ fn gpu_descriptors_equal_cpu_on_rendered_views() -> TestResult {
     };
     let mut views = Vec::new();
     for (i, name) in ["coffee", "gravel", "brick"].iter().enumerate() {
-        let a = photo(name)?;
+        let a = photo(name);
         for (si, slice) in Slice::ALL.iter().enumerate() {
             views.push(make_pair(&a, *slice, (i + si) % 3, 1.0, 7 + si as u64).image);
         }
@@ -471,7 +454,7 @@ fn gpu_plan_equals_cpu_on_a_graph_with_every_kernel() -> TestResult {
             "l2_norm_int8"
         ]
     );
-    let images = [photo("camera")?, photo("grass")?];
+    let images = [photo("camera"), photo("grass")];
     let patches = patches_of(&images, 400)?;
     let n = patches.len() / PATCH_PIXELS;
     let mut cpu = vec![0i8; n * 64];
