@@ -51,75 +51,75 @@ impl DType {
 }
 
 #[derive(Debug, Clone)]
-struct Slot {
-    dtype: DType,
+pub(crate) struct Slot {
+    pub(crate) dtype: DType,
     /// Per-sample shape (without the batch dimension).
-    shape: Vec<usize>,
-    len: usize,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) len: usize,
 }
 
 #[derive(Debug, Clone)]
-struct ConvStep {
-    src: usize,
-    dst: usize,
-    src_i8: bool,
-    dst_dtype: DType,
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
-    group: usize,
-    kh: usize,
-    kw: usize,
-    stride: [usize; 2],
+pub(crate) struct ConvStep {
+    pub(crate) src: usize,
+    pub(crate) dst: usize,
+    pub(crate) src_i8: bool,
+    pub(crate) dst_dtype: DType,
+    pub(crate) cin: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) cout: usize,
+    pub(crate) group: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) stride: [usize; 2],
     /// top, left, bottom, right
-    pads: [usize; 4],
-    dil: [usize; 2],
-    oh: usize,
-    ow: usize,
+    pub(crate) pads: [usize; 4],
+    pub(crate) dil: [usize; 2],
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
     /// `[cout][cin/group · kh · kw]`
-    weights: Vec<i8>,
-    wsum: Vec<i32>,
-    bias: Vec<i32>,
+    pub(crate) weights: Vec<i8>,
+    pub(crate) wsum: Vec<i32>,
+    pub(crate) bias: Vec<i32>,
     /// Input zero point shifted into the u8 domain (`+128` for i8 inputs).
-    x_zp: i32,
-    requant: Requant,
-    y_zp: i32,
+    pub(crate) x_zp: i32,
+    pub(crate) requant: Requant,
+    pub(crate) y_zp: i32,
 }
 
 #[derive(Debug, Clone)]
-struct MatMulStep {
-    src: usize,
-    dst: usize,
-    src_i8: bool,
-    dst_dtype: DType,
-    k: usize,
-    ncol: usize,
+pub(crate) struct MatMulStep {
+    pub(crate) src: usize,
+    pub(crate) dst: usize,
+    pub(crate) src_i8: bool,
+    pub(crate) dst_dtype: DType,
+    pub(crate) k: usize,
+    pub(crate) ncol: usize,
     /// `B` transposed: `[ncol][k]`
-    weights_t: Vec<i8>,
-    wsum: Vec<i32>,
-    a_zp: i32,
-    requant: Requant,
-    y_zp: i32,
+    pub(crate) weights_t: Vec<i8>,
+    pub(crate) wsum: Vec<i32>,
+    pub(crate) a_zp: i32,
+    pub(crate) requant: Requant,
+    pub(crate) y_zp: i32,
 }
 
 #[derive(Debug, Clone)]
-struct PoolStep {
-    src: usize,
-    dst: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    stride: [usize; 2],
-    pads: [usize; 4],
-    oh: usize,
-    ow: usize,
+pub(crate) struct PoolStep {
+    pub(crate) src: usize,
+    pub(crate) dst: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) stride: [usize; 2],
+    pub(crate) pads: [usize; 4],
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
 }
 
 #[derive(Debug, Clone)]
-enum Step {
+pub(crate) enum Step {
     Conv(Box<ConvStep>),
     MatMul(Box<MatMulStep>),
     Relu {
@@ -1124,6 +1124,24 @@ impl Plan {
     /// Kernel names in execution order (for logs and tests).
     pub fn step_names(&self) -> Vec<&'static str> {
         self.steps.iter().map(Step::name).collect()
+    }
+
+    /// The compiled steps, in execution order (read by the GPU executor).
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(crate) fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The tensor slots the steps read and write, by index.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(crate) fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Indices of the graph input's and output's slots.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(crate) fn io_slots(&self) -> (usize, usize) {
+        (self.input, self.output)
     }
 
     /// Runs a u8-input graph on `n` samples. The output's element type decides which of `out`'s

@@ -1,8 +1,8 @@
 //! CPU-executor choices: direct kernels selected from the plan's steps.
 //!
-//! The step list stays the graph's description (what the GPU executor reads); this module only
-//! decides, per step, whether the CPU runs it with a direct kernel of
-//! [`crate::descriptor::kernels::direct`] (small-`Cin` stride-1 convolution, depthwise
+//! The step list stays the graph's description (what the GPU executor reads through
+//! `Plan::steps`); this module only decides, per step, whether the CPU runs it with a direct
+//! kernel of [`crate::descriptor::kernels::direct`] (small-`Cin` stride-1 convolution, depthwise
 //! convolution, row-wise matrix product — each with fused correction, requantisation and
 //! saturation, one sample at a time, no im2col) or with the generic im2col + GEMM path, which
 //! remains the fallback for every shape outside these. Both produce the same bytes.
@@ -43,8 +43,7 @@ pub(super) struct FastPaths {
 
 impl std::fmt::Debug for FastPaths {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Names only (as chosen with `Always`): the plan's `Debug` text is read by the GPU
-        // executor; keep this small.
+        // Names only (as chosen with `Always`): keeps the plan's `Debug` text small.
         f.debug_struct("FastPaths")
             .field("mode", &self.mode)
             .field(
