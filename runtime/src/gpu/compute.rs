@@ -77,32 +77,13 @@ impl Kernels {
                 label: Some(name),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
-            let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            };
             let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some(name),
                 entries: &[
-                    wgpu::BindGroupLayoutEntry {
-                        binding: 0,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: false,
-                            min_binding_size: wgpu::BufferSize::new(PARAMS_SIZE),
-                        },
-                        count: None,
-                    },
-                    storage(1, true),
-                    storage(2, false),
-                    storage(3, true),
+                    super::uniform_entry(0, PARAMS_SIZE),
+                    super::storage_entry(1, true),
+                    super::storage_entry(2, false),
+                    super::storage_entry(3, true),
                 ],
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {

@@ -41,31 +41,12 @@ impl GrayConverter {
                 label: Some("gray.wgsl"),
                 source: wgpu::ShaderSource::Wgsl(GRAY_WGSL.into()),
             });
-            let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-                binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            };
             let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("gray"),
                 entries: &[
-                    wgpu::BindGroupLayoutEntry {
-                        binding: 0,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: false,
-                            min_binding_size: wgpu::BufferSize::new(PARAMS_SIZE),
-                        },
-                        count: None,
-                    },
-                    storage(1, true),
-                    storage(2, false),
+                    super::uniform_entry(0, PARAMS_SIZE),
+                    super::storage_entry(1, true),
+                    super::storage_entry(2, false),
                 ],
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
