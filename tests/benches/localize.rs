@@ -16,7 +16,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use nalgebra::Vector3;
 use sextant_runtime::descriptor::DescriptorModel;
 use sextant_runtime::features::FeatureConfig;
-use sextant_runtime::localize::{Localizer, LocalizerConfig, Prior, Query};
+use sextant_runtime::localize::{Localization, Localizer, LocalizerConfig, Prior, Query};
 use sextant_runtime::map::{Map, MapBuildConfig, MapBuilder, MapFrame, encode_map};
 use sextant_runtime::{Camera, GrayImage, Pose};
 use sextant_sim::encode::rgb_to_gray;
@@ -138,7 +138,7 @@ fn prior(q: &QueryFrame, tracking: bool) -> Prior {
     }
 }
 
-fn run(loc: &mut Localizer, q: &QueryFrame, tracking: bool) -> bool {
+fn run(loc: &mut Localizer, q: &QueryFrame, tracking: bool) -> Localization {
     let frame = sextant_runtime::Frame::new(
         sextant_runtime::PixelFormat::Gray8,
         640,
@@ -147,15 +147,19 @@ fn run(loc: &mut Localizer, q: &QueryFrame, tracking: bool) -> bool {
         q.gray.as_slice(),
     )
     .expect("frame");
-    let r = loc
-        .localize(&Query {
-            frame: &frame,
-            camera: &camera(),
-            gravity: Some(q.pose.transform_vector(&Vector3::z())),
-            prior: prior(q, tracking),
-        })
-        .expect("localize");
-    r.outcome.is_ok()
+    loc.localize(&Query {
+        frame: &frame,
+        camera: &camera(),
+        gravity: Some(q.pose.transform_vector(&Vector3::z())),
+        prior: prior(q, tracking),
+    })
+    .expect("localize")
+}
+
+/// The median of `v` (sorted in place), milliseconds from seconds.
+fn median_ms(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2] * 1e3
 }
 
 fn bench(c: &mut Criterion) {
@@ -174,14 +178,36 @@ fn bench(c: &mut Criterion) {
     for (name, tracking) in [("cold_start", false), ("tracking", true)] {
         // Percentiles over three passes through all query frames.
         let mut ms = Vec::new();
+        let mut stages: [Vec<f64>; 5] = Default::default();
         let mut ok = 0;
         for _ in 0..3 {
             for q in &qs {
                 let t = Instant::now();
-                ok += usize::from(run(&mut loc, q, tracking));
+                let r = run(&mut loc, q, tracking);
                 ms.push(t.elapsed().as_secs_f64() * 1e3);
+                ok += usize::from(r.outcome.is_ok());
+                let s = r.timings;
+                for (v, x) in stages.iter_mut().zip([
+                    s.features_s,
+                    s.describe_s,
+                    s.retrieval_s,
+                    s.matching_s,
+                    s.solve_s,
+                ]) {
+                    v.push(x);
+                }
             }
         }
+        let [f, d, r, m, s] = &mut stages;
+        eprintln!(
+            "{name} stage medians: features {:.2} ms, describe {:.2} ms, retrieval {:.2} ms, \
+             matching {:.2} ms, solve {:.2} ms",
+            median_ms(f),
+            median_ms(d),
+            median_ms(r),
+            median_ms(m),
+            median_ms(s)
+        );
         ms.sort_by(f64::total_cmp);
         let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
         eprintln!(
@@ -197,7 +223,7 @@ fn bench(c: &mut Criterion) {
                 for i in 0..iters as usize {
                     let q = &qs[i % qs.len()];
                     let t = Instant::now();
-                    black_box(run(&mut loc, q, tracking));
+                    black_box(run(&mut loc, q, tracking).outcome.is_ok());
                     total += t.elapsed();
                 }
                 total

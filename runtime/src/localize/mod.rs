@@ -29,7 +29,7 @@ pub use quality::{ImageQuality, image_quality};
 use crate::descriptor::{DESCRIPTOR_DIM, DescriptorModel};
 use crate::error::Result;
 use crate::features::matching::{DescriptorSet, GuidedQuery, Match, MatchConfig, Matcher};
-use crate::features::{FeatureConfig, FeatureExtractor};
+use crate::features::{FeatureConfig, FeatureExtractor, PATCH_AREA};
 use crate::geometry::{
     AbsolutePoseOptions, AbsolutePoseWorkspace, GeometryError, Gravity, PoseCovariance,
     estimate_absolute_pose,
@@ -303,6 +303,9 @@ pub struct Localizer<B: AsRef<[u8]> = crate::map::AlignedBytes> {
     rest2: Vec<Vector2<f64>>,
     rest3: Vec<Vector3<f64>>,
     ws2: AbsolutePoseWorkspace,
+    /// Tracking: the keypoints with a landmark predicted within the matching window.
+    near: Vec<u32>,
+    patches: Vec<u8>,
 }
 
 struct Described {
@@ -363,6 +366,8 @@ impl<B: AsRef<[u8]>> Localizer<B> {
             pts3: Vec::new(),
             rest2: Vec::new(),
             rest3: Vec::new(),
+            near: Vec::new(),
+            patches: Vec::new(),
             map,
             config,
         })
@@ -594,10 +599,16 @@ impl<B: AsRef<[u8]>> Localizer<B> {
     }
 
     fn track(&mut self, query: &Query<'_>, prior: &Pose) -> Result<Localization> {
-        let (keypoints, mut tm) = match self.start(query.frame, Mode::Tracking)? {
-            Ok(v) => v,
-            Err(featureless) => return Ok(featureless),
+        let t = Instant::now();
+        let keypoints = self.tracking.extract(query.frame)?.keypoints.len();
+        let mut tm = StageTimings {
+            features_s: t.elapsed().as_secs_f64(),
+            ..StageTimings::default()
         };
+        if keypoints < self.config.min_features {
+            let r = self.featureless_reason(true);
+            return Ok(self.result(Err(r), Mode::Tracking, tm, keypoints, 0));
+        }
         let t = Instant::now();
         let map = std::sync::Arc::clone(&self.map);
         let range = f64::from(map.max_range_m());
@@ -613,12 +624,39 @@ impl<B: AsRef<[u8]>> Localizer<B> {
             self.config.max_view_angle_deg,
         );
         self.vis.gather(&map, &mut self.gathered);
-        tm.retrieval_s = t.elapsed().as_secs_f64();
         let candidates = self.vis.indices().len();
+        // Only keypoints with a landmark predicted within the window can match: describe those.
+        let f = self.tracking.features();
+        self.keypoint_xy.clear();
+        self.keypoint_xy
+            .extend(f.keypoints.iter().map(|k| [k.x, k.y]));
+        self.matcher.guided_reachable(
+            &self.keypoint_xy,
+            self.vis.predicted(),
+            self.config.tracking_radius_px,
+            &mut self.near,
+        );
+        tm.retrieval_s = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        self.keypoint_xy.clear();
+        self.patches.clear();
+        for &i in &self.near {
+            let (k, i) = (&f.keypoints[i as usize], i as usize);
+            self.keypoint_xy.push([k.x, k.y]);
+            self.patches
+                .extend_from_slice(&f.patches[i * PATCH_AREA..(i + 1) * PATCH_AREA]);
+        }
+        let n = self.keypoint_xy.len();
+        self.descriptors.clear();
+        self.descriptors.resize(n * DESCRIPTOR_DIM, 0);
+        self.model
+            .describe(&self.patches, n, &mut self.descriptors)?;
+        tm.describe_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
         self.matches.clear();
-        if candidates > 0 {
+        if candidates > 0 && n > 0 {
             let q = DescriptorSet::new(&self.descriptors, DESCRIPTOR_DIM)?;
             let tr = DescriptorSet::new(&self.gathered, DESCRIPTOR_DIM)?;
             let guide = GuidedQuery {
