@@ -5,8 +5,12 @@
 //! - `describe_1000/{cpu,gpu}`: the embedded descriptor model on 1000 patches (upload, every
 //!   dispatch, readback);
 //! - `match_1000x10000_d64/{cpu,gpu}`: brute-force matching, ratio test and mutual check;
-//! - `pipeline_640x480_1000kp/{cpu,gpu}`: the whole `FeaturePipeline` (keypoints and patches are
-//!   on the CPU on both, only the descriptor stage moves).
+//! - `detect_640x480/{cpu,gpu}`: the detector's first stage — pyramid, corner response and local
+//!   maxima of every level (on the GPU: upload, one submission, candidate readback);
+//! - `keypoints_patches_640x480_1000kp/{cpu,gpu}`: keypoints and patches without descriptors (on
+//!   the GPU: all three round trips, patches sampled on the GPU and read back);
+//! - `pipeline_640x480_1000kp/{cpu,gpu}`: the whole `FeaturePipeline` from an RGBA8 frame (on the
+//!   GPU every stage runs there, patches go straight into the descriptor plan).
 //!
 //! The GPU benches run on the first adapter of the platform's primary backends and are skipped
 //! (with a message) without one. On a software adapter (Mesa's lavapipe) the GPU figures only show
@@ -23,7 +27,7 @@ use sextant_runtime::features::homography::{SplitMix64, gaussian_blur};
 use sextant_runtime::features::{
     DescriptorSet, FeatureConfig, FeatureExtractor, FeaturePipeline, MatchConfig, Matcher,
 };
-use sextant_runtime::gpu::{GpuContext, GpuDescriptor, GpuMatcher, GrayConverter};
+use sextant_runtime::gpu::{GpuContext, GpuDescriptor, GpuKeypoints, GpuMatcher, GrayConverter};
 use sextant_runtime::{Frame, GrayImage, PixelFormat};
 
 fn textured(w: u32, h: u32) -> GrayImage {
@@ -76,6 +80,44 @@ fn stages(c: &mut Criterion) {
             b.iter(|| {
                 gray.convert_into(&frame, black_box(&mut out))
                     .expect("gpu gray")
+            })
+        });
+    }
+    group.finish();
+
+    // The detector's first stage: pyramid, response, maxima.
+    let config = FeatureConfig::default();
+    let mut group = c.benchmark_group("detect_640x480");
+    group.sample_size(20);
+    let mut ex = FeatureExtractor::new(config.clone()).expect("config");
+    let cpu_count = ex.detect_candidates(&g);
+    group.bench_function("cpu", |b| b.iter(|| black_box(ex.detect_candidates(&g))));
+    let mut gpu_keypoints = ctx
+        .as_ref()
+        .map(|ctx| GpuKeypoints::new(ctx, &config).expect("gpu keypoints"));
+    if let Some(gk) = &mut gpu_keypoints {
+        assert_eq!(gk.detect_candidates(&g).expect("gpu"), cpu_count);
+        group.bench_function("gpu", |b| {
+            b.iter(|| black_box(gk.detect_candidates(&g).expect("gpu")))
+        });
+    }
+    group.finish();
+
+    // Keypoints and patches (no descriptors).
+    let mut group = c.benchmark_group("keypoints_patches_640x480_1000kp");
+    group.sample_size(10);
+    let want = ex.extract_gray(&g).expect("extract").keypoints.to_vec();
+    group.bench_function("cpu", |b| {
+        b.iter(|| black_box(ex.extract_gray(&g).expect("extract").keypoints.len()))
+    });
+    if let Some(gk) = &mut gpu_keypoints {
+        let (mut kps, mut patches) = (Vec::new(), Vec::new());
+        gk.extract_gray(&g, &mut kps, &mut patches).expect("gpu");
+        assert_eq!(kps, want, "GPU and CPU keypoints differ");
+        group.bench_function("gpu", |b| {
+            b.iter(|| {
+                gk.extract_gray(&g, &mut kps, &mut patches).expect("gpu");
+                black_box(kps.len())
             })
         });
     }
@@ -152,6 +194,8 @@ fn stages(c: &mut Criterion) {
             .expect("gpu pipeline");
         let f = p.extract(&frame).expect("extract");
         assert_eq!(f.backends.descriptors, BackendKind::Gpu);
+        assert_eq!(f.backends.keypoints, BackendKind::Gpu);
+        assert_eq!(f.backends.patches, BackendKind::Gpu);
         group.bench_function("gpu", |b| {
             b.iter(|| black_box(p.extract(&frame).expect("extract").descriptors.len()))
         });

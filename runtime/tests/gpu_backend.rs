@@ -97,10 +97,11 @@ fn gpu_pipeline_equals_cpu_pipeline_and_reports_stages() -> TestResult {
         assert_eq!(ka, b.keypoints, "{name}: keypoints");
         assert_eq!(da, b.descriptors, "{name}: descriptors");
         assert!(ka.len() > 500, "{name}: {} keypoints", ka.len());
+        // The whole frame runs on the GPU.
         assert_eq!(ba.descriptors, BackendKind::Gpu);
         assert_eq!(
             (ba.gray, ba.keypoints, ba.patches, ba.fell_back),
-            (BackendKind::Cpu, BackendKind::Cpu, BackendKind::Cpu, false)
+            (BackendKind::Gpu, BackendKind::Gpu, BackendKind::Gpu, false)
         );
     }
     // A camera frame (RGBA8 with a padded stride).
@@ -144,6 +145,7 @@ fn lost_device_falls_back_to_the_cpu_per_frame() -> TestResult {
         let f = gpu.extract_gray(&g)?;
         assert_eq!(f.descriptors, want, "frame {frame} after the loss");
         assert_eq!(f.backends.descriptors, BackendKind::Cpu);
+        assert_eq!(f.backends.keypoints, BackendKind::Cpu);
         assert!(
             f.backends.fell_back,
             "frame {frame} must report the fallback"

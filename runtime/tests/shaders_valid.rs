@@ -107,3 +107,34 @@ fn portable_dot4_variants_validate() {
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&portable)));
     }
 }
+
+/// Every shader the GPU path needs is on disk (a renamed or deleted file is caught here, not only
+/// as a failed `include_str!`), and each states its per-invocation loop budget (llvmpipe silently
+/// stops an invocation after 65,535 loop iterations).
+#[test]
+fn gpu_shaders_are_present_and_state_their_loop_budget() {
+    let files = wgsl_files();
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    for want in [
+        "gray.wgsl",
+        "detect.wgsl",
+        "descriptor.wgsl",
+        "matching.wgsl",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from shaders/"
+        );
+    }
+    for path in &files {
+        let source = std::fs::read_to_string(path).expect("readable shader");
+        assert!(
+            source.contains("Loop budget"),
+            "{} does not state its loop budget",
+            path.display()
+        );
+    }
+}

@@ -1,44 +1,105 @@
-//! Corner response: the Shi–Tomasi minimum eigenvalue of the gradient structure tensor.
+//! Corner response: the Shi–Tomasi minimum eigenvalue of the gradient structure tensor, as an
+//! exactly defined integer function (so the GPU kernel in `shaders/detect.wgsl` reproduces it bit
+//! for bit).
 //!
-//! Gradients are 3×3 Sobel (divided by 8, so in grey levels per pixel); the tensor entries are
-//! smoothed with a 5×5 binomial window (σ ≈ 1). The response is `λ_min` in (grey level / pixel)²:
-//! invariant to rotation, and to brightness offsets; it scales with contrast squared.
+//! # Arithmetic contract (shared with `shaders/detect.wgsl`)
+//!
+//! For every pixel `(x, y)` with `3 <= x < w - 3` and `3 <= y < h - 3` (every other pixel, and every
+//! pixel of an image narrower or lower than 7, is exactly `0.0`):
+//!
+//! ```text
+//! gx, gy   raw 3×3 Sobel of the u8 image, i32 (|g| <= 1020), at pixels 1 <= x < w-1, 1 <= y < h-1
+//! xx = gx², yy = gy², xy = gx·gy                                   i32
+//! A, B, C  = Σ k(i)·k(j)·{xx, xy, yy}(x+i, y+j), i, j in -2..=2,
+//!            k = (1, 4, 6, 4, 1)                                   exact i32 (|·| < 2^28)
+//! a = A >> 6, b = B >> 6, c = C >> 6                               arithmetic shifts
+//! D = (a − c)² + 4·b²                                              exact (< 2^47; f64 here)
+//! s = isqrt(D) = floor(sqrt(D))                                    exact
+//! λ2 = max(0, (a + c) − s)                                         i32 (< 2^24)
+//! response = λ2 as f32 / 512                                       exact (power-of-two scale)
+//! ```
+//!
+//! `λ2 / 2` is the smaller eigenvalue of `[[a, b], [b, c]]` (rounded up to an integer), and the
+//! units work out as before: the Sobel gain is 8 (squared 64), the window's sum 256 and `a` is
+//! `A / 64`, so `λ2 / 512 = λ_min(A, B, C) / (64 · 256)`: the response is `λ_min` in
+//! (grey level / pixel)², invariant to rotation and to brightness offsets, scaling with contrast
+//! squared.
+//!
+//! On the CPU `D` is computed in f64 (exact below 2^53) and `floor(sqrt(D))` with the correctly
+//! rounded f64 square root, which is exact for `D < 2^52` (checked against an integer square root
+//! in the tests). The loops run over equal-length shifted slices so they auto-vectorise.
 
 use crate::image::GrayImage;
 
 /// Reusable buffers for the response of one level.
 #[derive(Debug, Default)]
 pub(crate) struct ResponseScratch {
-    xx: Vec<f32>,
-    yy: Vec<f32>,
-    xy: Vec<f32>,
-    vxx: Vec<f32>,
-    vyy: Vec<f32>,
-    vxy: Vec<f32>,
+    xx: Vec<i32>,
+    yy: Vec<i32>,
+    xy: Vec<i32>,
+    vxx: Vec<i32>,
+    vyy: Vec<i32>,
+    vxy: Vec<i32>,
+    ra: Vec<i32>,
+    rb: Vec<i32>,
+    rc: Vec<i32>,
     /// The response, `w * h`, zero within 3 pixels of the border.
     pub(crate) response: Vec<f32>,
 }
 
 /// Computes the Shi–Tomasi response of `img` into `s.response`.
+pub(crate) fn shi_tomasi(img: &GrayImage, s: &mut ResponseScratch) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { shi_tomasi_avx2(img, s) };
+            return;
+        }
+    }
+    shi_tomasi_body(img, s);
+}
+
+/// [`shi_tomasi_body`] compiled for AVX2: 8 i32 or 4 f64 lanes instead of SSE2's 4 and 2. The
+/// arithmetic is the same integer and exact f64 arithmetic, so the result is identical.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn shi_tomasi_avx2(img: &GrayImage, s: &mut ResponseScratch) {
+    shi_tomasi_body(img, s);
+}
+
 // Index loops over equal-length shifted slices: bounds checks vanish and the loops vectorise.
 #[allow(clippy::needless_range_loop)]
-pub(crate) fn shi_tomasi(img: &GrayImage, s: &mut ResponseScratch) {
+#[inline(always)]
+fn shi_tomasi_body(img: &GrayImage, s: &mut ResponseScratch) {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let n = w * h;
-    for b in [&mut s.xx, &mut s.yy, &mut s.xy, &mut s.response] {
-        b.clear();
-        b.resize(n, 0.0);
+    // No clearing: every product and response the loops below read is written first in this
+    // call (stale values in the products' outer columns are summed by `vertical5` but never
+    // used), and only the response's 3-pixel border is zeroed. Clearing every buffer of every
+    // level cost as much as the maxima.
+    for b in [&mut s.xx, &mut s.yy, &mut s.xy] {
+        b.resize(n, 0);
     }
-    for b in [&mut s.vxx, &mut s.vyy, &mut s.vxy] {
-        b.clear();
-        b.resize(w, 0.0);
+    s.response.resize(n, 0.0);
+    for b in [
+        &mut s.vxx, &mut s.vyy, &mut s.vxy, &mut s.ra, &mut s.rb, &mut s.rc,
+    ] {
+        b.resize(w, 0);
     }
     if w < 7 || h < 7 {
+        s.response.fill(0.0);
         return;
     }
+    s.response[..3 * w].fill(0.0);
+    s.response[(h - 3) * w..].fill(0.0);
+    for row in s.response[3 * w..(h - 3) * w].chunks_exact_mut(w) {
+        row[..3].fill(0.0);
+        row[w - 3..].fill(0.0);
+    }
     let p = img.as_slice();
-    // Gradient products (raw Sobel, scaled at the end). Shifted slices of equal length let the
-    // compiler drop bounds checks and vectorise.
+    // Gradient products (raw Sobel). Shifted slices of equal length let the compiler drop bounds
+    // checks and vectorise.
     let n = w - 2;
     for y in 1..h - 1 {
         let r0 = &p[(y - 1) * w..y * w];
@@ -55,36 +116,48 @@ pub(crate) fn shi_tomasi(img: &GrayImage, s: &mut ResponseScratch) {
             let v = |a: &[u8]| i32::from(a[i]);
             let gx = (v(r0r) - v(r0l)) + 2 * (v(r1r) - v(r1l)) + (v(r2r) - v(r2l));
             let gy = (v(r2l) - v(r0l)) + 2 * (v(r2c) - v(r0c)) + (v(r2r) - v(r0r));
-            let (gx, gy) = (gx as f32, gy as f32);
             xx[i] = gx * gx;
             yy[i] = gy * gy;
             xy[i] = gx * gy;
         }
     }
-    // Sobel gain 8 (squared: 64) and binomial window 16 x 16.
-    let norm = 1.0 / (64.0 * 256.0);
     let m = w - 6;
     for y in 3..h - 3 {
         vertical5(&s.xx, w, y, &mut s.vxx);
         vertical5(&s.yy, w, y, &mut s.vyy);
         vertical5(&s.xy, w, y, &mut s.vxy);
-        let out = &mut s.response[y * w + 3..y * w + 3 + m];
         let [a0, a1, a2, a3, a4] = taps(&s.vxx, m);
         let [c0, c1, c2, c3, c4] = taps(&s.vyy, m);
         let [b0, b1, b2, b3, b4] = taps(&s.vxy, m);
+        let (ra, rb, rc) = (&mut s.ra[..m], &mut s.rb[..m], &mut s.rc[..m]);
         for i in 0..m {
-            let sa = a0[i] + 4.0 * (a1[i] + a3[i]) + 6.0 * a2[i] + a4[i];
-            let sc = c0[i] + 4.0 * (c1[i] + c3[i]) + 6.0 * c2[i] + c4[i];
-            let sb = b0[i] + 4.0 * (b1[i] + b3[i]) + 6.0 * b2[i] + b4[i];
-            let d = sa - sc;
-            let lmin = 0.5 * ((sa + sc) - (d * d + 4.0 * sb * sb).sqrt());
-            out[i] = lmin * norm;
+            ra[i] = (a0[i] + 4 * (a1[i] + a3[i]) + 6 * a2[i] + a4[i]) >> 6;
+            rc[i] = (c0[i] + 4 * (c1[i] + c3[i]) + 6 * c2[i] + c4[i]) >> 6;
+            rb[i] = (b0[i] + 4 * (b1[i] + b3[i]) + 6 * b2[i] + b4[i]) >> 6;
+        }
+        let out = &mut s.response[y * w + 3..y * w + 3 + m];
+        let (ra, rb, rc) = (&s.ra[..m], &s.rb[..m], &s.rc[..m]);
+        for i in 0..m {
+            out[i] = eigen_response(ra[i], rb[i], rc[i]);
         }
     }
 }
 
+/// `max(0, (a + c) − isqrt((a − c)² + 4b²)) / 512` for the shifted tensor sums (contract above).
+#[inline(always)]
+pub(crate) fn eigen_response(a: i32, b: i32, c: i32) -> f32 {
+    let d = f64::from(a - c);
+    let b = f64::from(b);
+    // Exact: every term is an integer below 2^53, and Rust never fuses the multiply-add.
+    let disc = d * d + 4.0 * (b * b);
+    // Truncation is the floor (sqrt >= 0) and, below 2^52, floor(sqrt(D)) = isqrt(D).
+    let s = disc.sqrt() as i32;
+    let l2 = ((a + c) - s).max(0);
+    l2 as f32 * (1.0 / 512.0)
+}
+
 /// The five shifted windows of a 5-tap filter over `a` for outputs `3..3 + m`.
-fn taps(a: &[f32], m: usize) -> [&[f32]; 5] {
+fn taps(a: &[i32], m: usize) -> [&[i32]; 5] {
     [
         &a[1..1 + m],
         &a[2..2 + m],
@@ -95,12 +168,13 @@ fn taps(a: &[f32], m: usize) -> [&[f32]; 5] {
 }
 
 #[allow(clippy::needless_range_loop)]
-fn vertical5(src: &[f32], w: usize, y: usize, out: &mut [f32]) {
+#[inline(always)]
+fn vertical5(src: &[i32], w: usize, y: usize, out: &mut [i32]) {
     let r = |k: usize| &src[k * w..(k + 1) * w];
     let (a, b, c, d, e) = (r(y - 2), r(y - 1), r(y), r(y + 1), r(y + 2));
     let out = &mut out[..w];
     for i in 0..w {
-        out[i] = a[i] + 4.0 * (b[i] + d[i]) + 6.0 * c[i] + e[i];
+        out[i] = a[i] + 4 * (b[i] + d[i]) + 6 * c[i] + e[i];
     }
 }
 
@@ -125,5 +199,65 @@ mod tests {
         assert!(r(10, 10) > 100.0, "corner {}", r(10, 10));
         assert!(r(20, 10) < 1e-3 * r(10, 10), "edge {}", r(20, 10));
         assert_eq!(r(20, 20), 0.0);
+    }
+
+    /// The exact integer square root, by bisection on u64 (no floating point).
+    fn isqrt_exact(d: u64) -> u64 {
+        let (mut lo, mut hi) = (0u64, 1u64 << 32);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if mid * mid <= d {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// `floor(sqrt(D as f64))` equals the integer square root for every `D` the response can
+    /// produce (`D < 2^47`), tested where it could fail: around every perfect square `k²`
+    /// (`k² − 1`, `k²`, `k² + 1`, `k² + 2k` = `(k+1)² − 1`) for small `k`, for a sweep of `k`
+    /// up to `2^23.5`, and at the top of the range.
+    #[test]
+    fn f64_square_root_floor_is_the_exact_integer_square_root_below_2_pow_47() {
+        let check = |d: u64| {
+            let by_f64 = (d as f64).sqrt() as u64;
+            assert_eq!(by_f64, isqrt_exact(d), "D = {d}");
+        };
+        let top = (1u64 << 47) - 1;
+        let kmax = isqrt_exact(top);
+        let mut ks: Vec<u64> = (0..5000).collect();
+        let mut k = 5000u64;
+        while k <= kmax {
+            ks.push(k);
+            k += k / 997 + 1;
+        }
+        ks.extend(kmax - 5000..=kmax);
+        for k in ks {
+            let sq = k * k;
+            for d in [sq.wrapping_sub(1), sq, sq + 1, sq + 2 * k] {
+                if d <= top {
+                    check(d);
+                }
+            }
+        }
+        for d in [0, 1, 2, 3, top, top - 1, 1 << 46, (1 << 46) - 1] {
+            check(d);
+        }
+    }
+
+    /// The largest `D` the formula allows stays exact and below 2^47: `a = c = 0`, |b| maximal,
+    /// and `a` maximal with `c = 0`.
+    #[test]
+    fn extreme_tensors_give_exact_responses() {
+        let amax = (255 * 4 * 255 * 4 * 256) >> 6; // gx = 1020 everywhere: A = 1020² · 256
+        assert_eq!(eigen_response(amax, 0, 0), 0.0);
+        assert_eq!(eigen_response(amax, 0, amax), (2 * amax) as f32 / 512.0);
+        assert_eq!(eigen_response(amax, amax, amax), 0.0);
+        assert_eq!(eigen_response(amax, -amax, amax), 0.0);
+        assert_eq!(eigen_response(0, 0, 0), 0.0);
+        // Not positive semi-definite after the shifts: clamped to zero.
+        assert_eq!(eigen_response(1, 5, 1), 0.0);
     }
 }

@@ -46,11 +46,13 @@ pub mod homography;
 pub mod matching;
 pub mod pipeline;
 
-mod detect;
-mod nms;
-mod orientation;
-mod patch;
-mod pyramid;
+pub(crate) mod detect;
+pub(crate) mod nms;
+pub(crate) mod orientation;
+pub(crate) mod patch;
+#[cfg(target_arch = "x86_64")]
+mod patch_x86;
+pub(crate) mod pyramid;
 
 use crate::error::Result;
 use crate::frame::Frame;
@@ -179,7 +181,7 @@ pub struct Features<'a> {
 
 /// Distance from a level's border inside which no keypoint is detected (level pixels): the
 /// orientation disc and the unrotated patch fit inside.
-const BORDER: usize = PATCH / 2;
+pub(crate) const BORDER: usize = PATCH / 2;
 
 /// The feature pipeline with all of its buffers: reuse one per camera stream.
 #[derive(Debug)]
@@ -188,6 +190,7 @@ pub struct FeatureExtractor {
     pyramid: pyramid::Pyramid,
     scratch: detect::ResponseScratch,
     candidates: Vec<nms::Candidate>,
+    mask: Vec<u8>,
     keypoints: Vec<Keypoint>,
     patches: Vec<u8>,
     umax: [usize; orientation::ORIENTATION_RADIUS + 1],
@@ -202,6 +205,7 @@ impl FeatureExtractor {
             pyramid: pyramid::Pyramid::default(),
             scratch: detect::ResponseScratch::default(),
             candidates: Vec::new(),
+            mask: Vec::new(),
             keypoints: Vec::new(),
             patches: Vec::new(),
             umax: orientation::disc_half_widths(),
@@ -237,6 +241,40 @@ impl FeatureExtractor {
         }
     }
 
+    /// The detector's first stage alone on a gray image: the pyramid, and every level's corner
+    /// response and local maxima above `min_response` (no selection, orientation or patches);
+    /// returns the number of candidates over all levels. For benchmarks comparing this stage with
+    /// the GPU's (`gpu::GpuKeypoints::detect_candidates`); levels too small for keypoints are
+    /// skipped, as in [`FeatureExtractor::extract`].
+    pub fn detect_candidates(&mut self, gray: &GrayImage) -> usize {
+        let base = self.pyramid.base_mut();
+        base.resize(gray.width(), gray.height());
+        base.as_mut_slice().copy_from_slice(gray.as_slice());
+        self.pyramid
+            .build_from_base(self.config.scale_factor, self.config.levels, MIN_LEVEL_SIDE);
+        let mut total = 0;
+        for l in 0..self.pyramid.len() {
+            let img = self.pyramid.level(l);
+            let (w, h) = (img.width(), img.height());
+            if !level_is_detectable(w, h) {
+                continue;
+            }
+            detect::shi_tomasi(img, &mut self.scratch);
+            self.candidates.clear();
+            nms::local_maxima(
+                &self.scratch.response,
+                w as usize,
+                h as usize,
+                BORDER,
+                self.config.min_response,
+                &mut self.mask,
+                &mut self.candidates,
+            );
+            total += self.candidates.len();
+        }
+        total
+    }
+
     /// The gray image of the last extraction.
     pub fn gray(&self) -> &GrayImage {
         self.pyramid.level(0)
@@ -244,25 +282,11 @@ impl FeatureExtractor {
 
     fn run(&mut self) {
         let cfg = self.config.clone();
-        let min_side = (2 * BORDER + 8) as u32;
         self.pyramid
-            .build_from_base(cfg.scale_factor, cfg.levels, min_side);
+            .build_from_base(cfg.scale_factor, cfg.levels, MIN_LEVEL_SIDE);
         self.keypoints.clear();
         let levels = self.pyramid.len();
-        // ORB's budget: level l gets a share proportional to (1/s)^l; leftovers roll down.
-        let f = 1.0 / f64::from(cfg.scale_factor);
-        let total: f64 = (0..levels).map(|l| f.powi(l as i32)).sum();
-        let mut carried = 0usize;
-        for l in 0..levels {
-            let share = if l + 1 == levels {
-                cfg.max_keypoints.saturating_sub(self.keypoints.len())
-            } else {
-                ((cfg.max_keypoints as f64) * f.powi(l as i32) / total).round() as usize + carried
-            };
-            let share = share.min(cfg.max_keypoints - self.keypoints.len());
-            let got = self.detect_level(l, share);
-            carried = share - got;
-        }
+        for_each_level_share(&cfg, levels, |l, share| self.detect_level(l, share));
         let n = self.keypoints.len();
         self.patches.clear();
         self.patches.resize(n * PATCH_AREA, 0);
@@ -286,12 +310,9 @@ impl FeatureExtractor {
 
     /// Detects up to `k` keypoints on level `l`; returns how many were added.
     fn detect_level(&mut self, l: usize, k: usize) -> usize {
-        if k == 0 {
-            return 0;
-        }
         let img = self.pyramid.level(l);
         let (w, h) = (img.width() as usize, img.height() as usize);
-        if w <= 2 * BORDER || h <= 2 * BORDER {
+        if k == 0 || !level_is_detectable(w as u32, h as u32) {
             return 0;
         }
         detect::shi_tomasi(img, &mut self.scratch);
@@ -302,30 +323,107 @@ impl FeatureExtractor {
             h,
             BORDER,
             self.config.min_response,
+            &mut self.mask,
             &mut self.candidates,
         );
-        let [sx, sy] = self.pyramid.scale(l);
-        let scale = 0.5 * (sx + sy);
-        let cell = ((self.config.grid_cell as f32 / scale).round() as u32).max(8);
+        let scale = self.pyramid.scale(l);
+        let cell = level_grid_cell(self.config.grid_cell, scale);
         let n = nms::grid_select(&mut self.candidates, k, cell, w as u32);
         let resp = &self.scratch.response;
         for c in &self.candidates[..n] {
             let (x, y) = (c.x as usize, c.y as usize);
             let i = y * w + x;
-            let dx = nms::parabola_offset(resp[i - 1], resp[i], resp[i + 1]);
-            let dy = nms::parabola_offset(resp[i - w], resp[i], resp[i + w]);
-            let angle = orientation::intensity_centroid(img, x, y, &self.umax);
-            self.keypoints.push(Keypoint {
-                x: (x as f32 + 0.5 + dx) * sx,
-                y: (y as f32 + 0.5 + dy) * sy,
-                size: PATCH as f32 * scale,
-                angle,
-                score: c.score,
-                level: l as u8,
-            });
+            let around = [resp[i - 1], resp[i + 1], resp[i - w], resp[i + w]];
+            let m = orientation::moments(img, x, y, &self.umax);
+            let angle = orientation::angle_of_moments(m);
+            self.keypoints.push(keypoint_at(c, around, l, scale, angle));
         }
         n
     }
+}
+
+/// Smallest side of a pyramid level: the orientation disc and the unrotated patch fit inside
+/// with room for a few keypoints.
+pub(crate) const MIN_LEVEL_SIDE: u32 = (2 * BORDER + 8) as u32;
+
+/// Whether a `w x h` level has pixels at least [`BORDER`] from every side (else it gives no
+/// keypoints).
+pub(crate) fn level_is_detectable(w: u32, h: u32) -> bool {
+    w as usize > 2 * BORDER && h as usize > 2 * BORDER
+}
+
+/// The grid cell (level pixels) of a level of `scale` level-0 pixels per pixel.
+pub(crate) fn level_grid_cell(grid_cell: u32, [sx, sy]: [f32; 2]) -> u32 {
+    let scale = 0.5 * (sx + sy);
+    ((grid_cell as f32 / scale).round() as u32).max(8)
+}
+
+/// ORB's budget over `levels` levels: level `l` gets a share proportional to `(1/s)^l`, what a
+/// level does not use rolls down to the next, the last level gets whatever is left. Calls
+/// `detect(l, share)` level by level; it returns how many keypoints it added (`<= share`).
+pub(crate) fn for_each_level_share(
+    cfg: &FeatureConfig,
+    levels: usize,
+    mut detect: impl FnMut(usize, usize) -> usize,
+) {
+    let f = 1.0 / f64::from(cfg.scale_factor);
+    let total: f64 = (0..levels).map(|l| f.powi(l as i32)).sum();
+    let mut carried = 0usize;
+    let mut added = 0usize;
+    for l in 0..levels {
+        let share = if l + 1 == levels {
+            cfg.max_keypoints.saturating_sub(added)
+        } else {
+            ((cfg.max_keypoints as f64) * f.powi(l as i32) / total).round() as usize + carried
+        };
+        let share = share.min(cfg.max_keypoints - added);
+        let got = detect(l, share).min(share);
+        added += got;
+        carried = share - got;
+    }
+}
+
+/// The keypoint of a selected candidate of level `l` (`scale` level-0 pixels per level pixel),
+/// with the responses `around` it (`[left, right, up, down]`) for the sub-pixel parabola and its
+/// orientation `angle`.
+pub(crate) fn keypoint_at(
+    c: &nms::Candidate,
+    [left, right, up, down]: [f32; 4],
+    l: usize,
+    [sx, sy]: [f32; 2],
+    angle: f32,
+) -> Keypoint {
+    let dx = nms::parabola_offset(left, c.score, right);
+    let dy = nms::parabola_offset(up, c.score, down);
+    Keypoint {
+        x: (c.x as f32 + 0.5 + dx) * sx,
+        y: (c.y as f32 + 0.5 + dy) * sy,
+        size: PATCH as f32 * (0.5 * (sx + sy)),
+        angle,
+        score: c.score,
+        level: l as u8,
+    }
+}
+
+/// The corner response of `img` ([`Keypoint::score`]'s function: Shi–Tomasi `λ_min` in grey
+/// levels² per pixel², the exact integer contract of `shaders/detect.wgsl`), `width * height`
+/// values row-major, zero within 3 pixels of the border. The reference the GPU kernel is tested
+/// against; the extractor computes it into reused buffers instead.
+pub fn corner_response(img: &GrayImage) -> Vec<f32> {
+    let mut s = detect::ResponseScratch::default();
+    detect::shi_tomasi(img, &mut s);
+    s.response
+}
+
+/// The image pyramid [`FeatureExtractor`] builds from `gray` with `config`'s scale factor and
+/// levels: level 0 is `gray`, each further level a bilinear down-sampling of the one above (8-bit
+/// fixed point, the contract of `shaders/detect.wgsl`). The reference the GPU pyramid is tested
+/// against.
+pub fn pyramid_levels(gray: &GrayImage, config: &FeatureConfig) -> Result<Vec<GrayImage>> {
+    config.validate()?;
+    let mut pyr = pyramid::Pyramid::default();
+    pyr.build(gray, config.scale_factor, config.levels, MIN_LEVEL_SIDE);
+    Ok((0..pyr.len()).map(|l| pyr.level(l).clone()).collect())
 }
 
 /// Cuts the oriented, scale-normalised patch of each keypoint out of `gray` into `out`
@@ -358,12 +456,7 @@ pub fn extract_patches_with(
         return Ok(());
     }
     let mut pyr = pyramid::Pyramid::default();
-    pyr.build(
-        gray,
-        config.scale_factor,
-        config.levels,
-        (2 * BORDER + 8) as u32,
-    );
+    pyr.build(gray, config.scale_factor, config.levels, MIN_LEVEL_SIDE);
     for (kp, o) in keypoints.iter().zip(out.chunks_exact_mut(PATCH_AREA)) {
         patch::sample_keypoint(&pyr, kp, o);
     }

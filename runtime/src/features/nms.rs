@@ -12,55 +12,102 @@ pub(crate) struct Candidate {
     pub(crate) score: f32,
     /// Grid cell, then rank within the cell.
     key: u32,
+    /// The caller's own reference (the GPU path: the candidate's record); not used here.
+    pub(crate) tag: u32,
+}
+
+impl Candidate {
+    /// A candidate at `(x, y)` with `score` and the caller's `tag`.
+    pub(crate) fn new(x: u32, y: u32, score: f32, tag: u32) -> Candidate {
+        Candidate {
+            x,
+            y,
+            score,
+            key: 0,
+            tag,
+        }
+    }
 }
 
 /// Appends to `out` the strict 3×3 local maxima of `resp` (`w x h`) above `threshold` that lie
-/// at least `border` pixels inside the image. Plateaus keep their first pixel in raster order.
+/// at least `border` pixels inside the image, in raster order. Plateaus keep their first pixel in
+/// raster order. `mask` is scratch (one byte per column).
+///
+/// Each row is done in two steps: a branch-free comparison of every pixel with its threshold and
+/// eight neighbours into a byte mask (it vectorises), then a scan of the mask eight bytes at a
+/// time (maxima are sparse).
+// Index loops over equal-length shifted slices: bounds checks vanish and the loops vectorise.
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 pub(crate) fn local_maxima(
     resp: &[f32],
     w: usize,
     h: usize,
     border: usize,
     threshold: f32,
+    mask: &mut Vec<u8>,
     out: &mut Vec<Candidate>,
 ) {
     let b = border.max(1);
     if w <= 2 * b || h <= 2 * b {
         return;
     }
+    let n = w - 2 * b;
+    // Whole words for the scan; the tail stays zero.
+    mask.clear();
+    mask.resize(n.div_ceil(8) * 8, 0);
     for y in b..h - b {
         let up = &resp[(y - 1) * w..y * w];
         let row = &resp[y * w..(y + 1) * w];
         let down = &resp[(y + 1) * w..(y + 2) * w];
-        for x in b..w - b {
-            let v = row[x];
-            if v <= threshold {
-                continue;
-            }
+        let (ul, u, ur) = (window(up, b - 1, n), window(up, b, n), window(up, b + 1, n));
+        let (l, c, r) = (
+            window(row, b - 1, n),
+            window(row, b, n),
+            window(row, b + 1, n),
+        );
+        let (dl, d, dr) = (
+            window(down, b - 1, n),
+            window(down, b, n),
+            window(down, b + 1, n),
+        );
+        let m = &mut mask[..n];
+        for i in 0..n {
+            let v = c[i];
             // Earlier neighbours (raster order) must be strictly lower, later ones not higher.
-            if v > up[x - 1]
-                && v > up[x]
-                && v > up[x + 1]
-                && v > row[x - 1]
-                && v >= row[x + 1]
-                && v >= down[x - 1]
-                && v >= down[x]
-                && v >= down[x + 1]
-            {
-                out.push(Candidate {
-                    x: x as u32,
-                    y: y as u32,
-                    score: v,
-                    key: 0,
-                });
+            let keep = (v > threshold)
+                & (v > ul[i])
+                & (v > u[i])
+                & (v > ur[i])
+                & (v > l[i])
+                & (v >= r[i])
+                & (v >= dl[i])
+                & (v >= d[i])
+                & (v >= dr[i]);
+            m[i] = u8::from(keep);
+        }
+        for (k, word) in mask.chunks_exact(8).enumerate() {
+            let mut bits = u64::from_le_bytes([
+                word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+            ]);
+            while bits != 0 {
+                let i = k * 8 + bits.trailing_zeros() as usize / 8;
+                bits &= bits - 1;
+                out.push(Candidate::new((b + i) as u32, y as u32, c[i], 0));
             }
         }
     }
 }
 
+/// `r[start..start + n]`.
+fn window(r: &[f32], start: usize, n: usize) -> &[f32] {
+    &r[start..start + n]
+}
+
 /// Keeps at most `k` of `cands` (reordered in place, result in `cands[..returned]`), spread over
 /// a grid of `cell`-pixel cells: all cells' best first, then all cells' second best, and so on;
-/// within one rank, by descending score. Deterministic for equal input.
+/// within one rank, by descending score. Every comparison is a total order on (cell, score,
+/// position), and positions are distinct, so the result does not depend on the order of
+/// `cands` (the GPU appends candidates in any order).
 pub(crate) fn grid_select(cands: &mut [Candidate], k: usize, cell: u32, width: u32) -> usize {
     if k == 0 || cands.is_empty() {
         return 0;
@@ -118,30 +165,10 @@ mod tests {
     fn grid_select_spreads_before_it_deepens() {
         // Cell (0,0) has three strong corners, cell (1,0) one weak corner.
         let mut c = vec![
-            Candidate {
-                x: 1,
-                y: 1,
-                score: 10.0,
-                key: 0,
-            },
-            Candidate {
-                x: 2,
-                y: 5,
-                score: 9.0,
-                key: 0,
-            },
-            Candidate {
-                x: 5,
-                y: 2,
-                score: 8.0,
-                key: 0,
-            },
-            Candidate {
-                x: 12,
-                y: 3,
-                score: 1.0,
-                key: 0,
-            },
+            Candidate::new(1, 1, 10.0, 0),
+            Candidate::new(2, 5, 9.0, 0),
+            Candidate::new(5, 2, 8.0, 0),
+            Candidate::new(12, 3, 1.0, 0),
         ];
         let n = grid_select(&mut c, 2, 8, 16);
         assert_eq!(n, 2);
@@ -152,13 +179,100 @@ mod tests {
     }
 
     #[test]
+    fn grid_select_ignores_the_input_order() {
+        let mut state = 7u64;
+        let mut cands: Vec<Candidate> = (0..400u32)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Many equal scores: ties are broken by position.
+                Candidate::new(i % 40 * 3, i / 40 * 5, (state % 7) as f32, i)
+            })
+            .collect();
+        let mut reference = cands.clone();
+        let n = grid_select(&mut reference, 57, 16, 120);
+        for round in 0..5 {
+            cands.reverse();
+            cands.rotate_left(round * 37);
+            let mut c = cands.clone();
+            assert_eq!(grid_select(&mut c, 57, 16, 120), n);
+            assert_eq!(&c[..n], &reference[..n], "round {round}");
+        }
+    }
+
+    /// The straightforward per-pixel form of [`local_maxima`] (its earlier implementation).
+    fn local_maxima_reference(
+        resp: &[f32],
+        w: usize,
+        h: usize,
+        border: usize,
+        threshold: f32,
+    ) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        let b = border.max(1);
+        if w <= 2 * b || h <= 2 * b {
+            return out;
+        }
+        for y in b..h - b {
+            for x in b..w - b {
+                let at = |dx: usize, dy: usize| resp[(y + dy - 1) * w + x + dx - 1];
+                let v = at(1, 1);
+                if v > threshold
+                    && v > at(0, 0)
+                    && v > at(1, 0)
+                    && v > at(2, 0)
+                    && v > at(0, 1)
+                    && v >= at(2, 1)
+                    && v >= at(0, 2)
+                    && v >= at(1, 2)
+                    && v >= at(2, 2)
+                {
+                    out.push(Candidate::new(x as u32, y as u32, v, 0));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn local_maxima_equals_the_per_pixel_reference() {
+        let mut state = 99u64;
+        let mut mask = Vec::new();
+        for (w, h, border, levels) in [
+            (3, 3, 1, 4),
+            (40, 30, 16, 3),
+            (41, 37, 16, 5),
+            (64, 48, 3, 2),
+            (131, 67, 1, 6),
+            (200, 9, 2, 50),
+        ] {
+            // Few distinct values: plenty of plateaus and ties.
+            let resp: Vec<f32> = (0..w * h)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % levels) as f32
+                })
+                .collect();
+            for threshold in [-1.0, 0.0, 1.5] {
+                let mut out = Vec::new();
+                local_maxima(&resp, w, h, border, threshold, &mut mask, &mut out);
+                let want = local_maxima_reference(&resp, w, h, border, threshold);
+                assert_eq!(out, want, "{w}x{h} border {border} threshold {threshold}");
+            }
+        }
+    }
+
+    #[test]
     fn plateau_keeps_one_pixel() {
         let (w, h) = (8, 8);
         let mut r = vec![0.0f32; w * h];
         r[3 * w + 3] = 5.0;
         r[3 * w + 4] = 5.0;
         let mut out = Vec::new();
-        local_maxima(&r, w, h, 1, 0.0, &mut out);
+        local_maxima(&r, w, h, 1, 0.0, &mut Vec::new(), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].x, out[0].y), (3, 3));
     }

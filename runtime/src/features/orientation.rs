@@ -16,14 +16,22 @@ pub(crate) fn disc_half_widths() -> [usize; ORIENTATION_RADIUS + 1] {
     umax
 }
 
-/// The angle (radians, `atan2(m01, m10)`, x right, y down) of the intensity centroid around the
-/// integer pixel `(x, y)`. The caller guarantees the disc lies inside the image.
-pub(crate) fn intensity_centroid(
+/// The angle (radians, x right, y down) of the intensity centroid with moments `[m10, m01]`:
+/// `atan2(m01, m10)` in f32. The
+/// one floating-point step of the orientation; the GPU path computes the integer moments and
+/// this runs on the CPU for both paths.
+pub(crate) fn angle_of_moments([m10, m01]: [i64; 2]) -> f32 {
+    (m01 as f32).atan2(m10 as f32)
+}
+
+/// The integer moments `[m10, m01]` (`Σ u·I`, `Σ v·I` over the disc, `u` right, `v` down) around
+/// the integer pixel `(x, y)`; `|m| < 2^22`. The caller guarantees the disc lies inside the image.
+pub(crate) fn moments(
     img: &GrayImage,
     x: usize,
     y: usize,
     umax: &[usize; ORIENTATION_RADIUS + 1],
-) -> f32 {
+) -> [i64; 2] {
     let w = img.width() as usize;
     let p = img.as_slice();
     let centre = y * w + x;
@@ -46,5 +54,5 @@ pub(crate) fn intensity_centroid(
         }
         m01 += v as i64 * sum;
     }
-    (m01 as f32).atan2(m10 as f32)
+    [m10, m01]
 }

@@ -8,12 +8,40 @@
 
 use crate::image::GrayImage;
 
-/// One bilinear tap: source index and the weight (0..=256) of the *next* pixel.
-#[derive(Clone, Copy, Debug, Default)]
-struct Tap {
-    index: u32,
-    next: u32,
-    weight: u32,
+/// One bilinear tap: source index and the weight (0..=256) of the *next* pixel. The GPU pyramid
+/// kernel uploads the very same taps, so both sides do identical integer arithmetic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tap {
+    pub(crate) index: u32,
+    pub(crate) next: u32,
+    pub(crate) weight: u32,
+}
+
+/// The sizes of the levels after level 0 that [`Pyramid::build_from_base`] builds for a level 0
+/// of `w0 x h0`, in order: `round(w0 / s^l) x round(h0 / s^l)` for `l = 1..max_levels`, stopping
+/// before the first level with a side below `min_side`.
+pub(crate) fn level_sizes(
+    w0: u32,
+    h0: u32,
+    scale_factor: f32,
+    max_levels: usize,
+    min_side: u32,
+) -> impl Iterator<Item = (u32, u32)> {
+    let mut s = 1.0f64;
+    (1..max_levels.max(1))
+        .map(move |_| {
+            s *= f64::from(scale_factor);
+            let w = (f64::from(w0) / s).round() as u32;
+            let h = (f64::from(h0) / s).round() as u32;
+            (w, h)
+        })
+        .take_while(move |&(w, h)| !(w < min_side || h < min_side || w == 0 || h == 0))
+}
+
+/// Level-0 pixels per pixel of a `w x h` level of a `w0 x h0` pyramid, horizontally and
+/// vertically.
+pub(crate) fn level_scale(w0: u32, h0: u32, w: u32, h: u32) -> [f32; 2] {
+    [w0 as f32 / w as f32, h0 as f32 / h as f32]
 }
 
 /// A reusable image pyramid. Level 0 is the full-resolution gray image.
@@ -59,14 +87,8 @@ impl Pyramid {
         let (w0, h0) = (self.levels[0].width(), self.levels[0].height());
         self.scales[0] = [1.0, 1.0];
         self.len = 1;
-        let mut s = 1.0f64;
-        for l in 1..max_levels.max(1) {
-            s *= f64::from(scale_factor);
-            let w = (f64::from(w0) / s).round() as u32;
-            let h = (f64::from(h0) / s).round() as u32;
-            if w < min_side || h < min_side || w == 0 || h == 0 {
-                break;
-            }
+        for (i, (w, h)) in level_sizes(w0, h0, scale_factor, max_levels, min_side).enumerate() {
+            let l = i + 1;
             if self.levels.len() <= l {
                 self.levels.push(GrayImage::new(0, 0));
                 self.scales.push([1.0, 1.0]);
@@ -81,7 +103,7 @@ impl Pyramid {
                 &mut self.xtaps,
                 &mut self.ytaps,
             );
-            self.scales[l] = [w0 as f32 / w as f32, h0 as f32 / h as f32];
+            self.scales[l] = level_scale(w0, h0, w, h);
             self.len = l + 1;
         }
     }
@@ -101,7 +123,8 @@ impl Pyramid {
     }
 }
 
-fn fill_taps(taps: &mut Vec<Tap>, src_len: u32, dst_len: u32) {
+/// The taps resampling a row (or column) of `src_len` pixels to `dst_len`, centre-aligned.
+pub(crate) fn fill_taps(taps: &mut Vec<Tap>, src_len: u32, dst_len: u32) {
     taps.clear();
     let ratio = f64::from(src_len) / f64::from(dst_len);
     let last = src_len.saturating_sub(1);

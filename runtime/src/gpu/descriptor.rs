@@ -586,7 +586,7 @@ impl GpuDescriptor {
         while start < n {
             let nb = (n - start).min(self.max_batch);
             self.run_batch(
-                &patches[start * self.in_len..(start + nb) * self.in_len],
+                Input::Host(&patches[start * self.in_len..(start + nb) * self.in_len]),
                 nb,
             )?;
             for (o, &b) in out[start * self.out_len..(start + nb) * self.out_len]
@@ -600,8 +600,56 @@ impl GpuDescriptor {
         Ok(())
     }
 
-    /// One submission: upload, every dispatch, readback into `self.out_bytes`.
-    fn run_batch(&mut self, input: &[u8], nb: usize) -> Result<(), GpuError> {
+    /// Describes `n` samples that are already on the GPU, in `source` (on this executor's device,
+    /// with `COPY_SRC` usage): `n` samples of the plan's input, u8, packed 4 per word, from byte 0.
+    /// The GPU keypoint path writes its patches there, so they never travel through the CPU on
+    /// their way to the model. The plan's input must be a whole number of words per sample.
+    pub(crate) fn describe_buffer(
+        &mut self,
+        source: &wgpu::Buffer,
+        n: usize,
+        out: &mut [i8],
+    ) -> Result<(), GpuError> {
+        if !self.out_i8 || !self.in_len.is_multiple_of(4) {
+            return Err(GpuError::InvalidInput {
+                reason: "the plan's output is not int8 or its input not whole words".into(),
+            });
+        }
+        if Some(out.len()) != n.checked_mul(self.out_len)
+            || ((n * self.in_len) as u64) > source.size()
+        {
+            return Err(GpuError::InvalidInput {
+                reason: format!(
+                    "{} output values or a {}-byte source do not fit {n} samples",
+                    out.len(),
+                    source.size()
+                ),
+            });
+        }
+        let mut start = 0;
+        while start < n {
+            let nb = (n - start).min(self.max_batch);
+            self.run_batch(
+                Input::Buffer {
+                    buffer: source,
+                    offset: (start * self.in_len) as u64,
+                },
+                nb,
+            )?;
+            for (o, &b) in out[start * self.out_len..(start + nb) * self.out_len]
+                .iter_mut()
+                .zip(&self.out_bytes)
+            {
+                *o = b as i8;
+            }
+            start += nb;
+        }
+        Ok(())
+    }
+
+    /// One submission: upload (or copy from a GPU buffer), every dispatch, readback into
+    /// `self.out_bytes`.
+    fn run_batch(&mut self, input: Input<'_>, nb: usize) -> Result<(), GpuError> {
         let out_len = nb * self.out_len;
         let out_size = (out_len.div_ceil(4) * 4) as u64;
         let submission = self.ctx.clone().scoped(|| {
@@ -612,11 +660,20 @@ impl GpuDescriptor {
                     .queue()
                     .write_buffer(&self.params, 0, &self.params_bytes);
             }
-            write_padded(self.ctx.queue(), self.input.buffer(), input);
             let device = self.ctx.device();
             let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("descriptor"),
             });
+            match input {
+                Input::Host(bytes) => write_padded(self.ctx.queue(), self.input.buffer(), bytes),
+                Input::Buffer { buffer, offset } => encoder.copy_buffer_to_buffer(
+                    buffer,
+                    offset,
+                    self.input.buffer(),
+                    0,
+                    (nb * self.in_len) as u64,
+                ),
+            }
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("descriptor"),
@@ -641,6 +698,18 @@ impl GpuDescriptor {
         self.readback
             .read(&self.ctx, submission, out_size, &mut self.out_bytes)
     }
+}
+
+/// Where a batch's input comes from.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// Host bytes, uploaded.
+    Host(&'a [u8]),
+    /// A GPU buffer, copied from `offset` bytes on.
+    Buffer {
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+    },
 }
 
 fn total(work: Work, nb: usize) -> u32 {

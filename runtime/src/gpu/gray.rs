@@ -105,11 +105,32 @@ impl GrayConverter {
     /// Writes the frame's gray image into `out`, reusing its buffer. On error `out` holds
     /// unspecified pixels of the frame's size.
     pub fn convert_into(&mut self, frame: &Frame<'_>, out: &mut GrayImage) -> Result<(), GpuError> {
+        out.resize(frame.width(), frame.height());
+        let Some(job) = self.prepare(frame)? else {
+            return Ok(());
+        };
+        let dst_size = job.dst_size;
+        let submission = self.ctx.clone().scoped(|| {
+            let device = self.ctx.device().clone();
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gray"),
+            });
+            self.record(&job, &mut encoder);
+            self.readback.ensure(&device, dst_size);
+            self.readback
+                .encode_copy(&mut encoder, self.dst.buffer(), dst_size);
+            self.ctx.queue().submit([encoder.finish()])
+        })?;
+        self.readback
+            .read(&self.ctx, submission, dst_size, out.as_mut_slice())
+    }
+
+    /// Checks the frame and works out the conversion's parameters; `None` for an empty frame.
+    pub(crate) fn prepare<'f>(&self, frame: &Frame<'f>) -> Result<Option<GrayJob<'f>>, GpuError> {
         let (width, height) = (frame.width(), frame.height());
-        out.resize(width, height);
         let pixels = u64::from(width) * u64::from(height);
         if pixels == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let bpp = frame.format().bytes_per_pixel();
         let stride = frame.stride();
@@ -157,42 +178,45 @@ impl GrayConverter {
             .div_ceil(WORDS_PER_INVOCATION)
             .div_ceil(WORKGROUP_SIZE);
         let max_per_dim = limits.max_compute_workgroups_per_dimension.max(1);
-        let (groups_x, groups_y) = if groups <= max_per_dim {
+        let groups = if groups <= max_per_dim {
             (groups, 1)
         } else {
             (max_per_dim, groups.div_ceil(max_per_dim))
         };
+        Ok(Some(GrayJob {
+            src_bytes,
+            src_size,
+            dst_size,
+            params_bytes,
+            groups,
+        }))
+    }
 
-        let submission = self.ctx.scoped(|| {
-            let device = self.ctx.device();
-            let queue = self.ctx.queue();
-            let grown_src = self.src.ensure(device, src_size);
-            let grown_dst = self.dst.ensure(device, dst_size);
-            self.readback.ensure(device, dst_size);
-            if grown_src || grown_dst {
-                self.bind_group =
-                    bind_group(device, &self.layout, &self.params, &self.src, &self.dst);
-            }
-            queue.write_buffer(&self.params, 0, &params_bytes);
-            write_padded(queue, self.src.buffer(), src_bytes);
-            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("gray"),
-            });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("gray"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&self.pipeline);
-                pass.set_bind_group(0, &self.bind_group, &[]);
-                pass.dispatch_workgroups(groups_x, groups_y, 1);
-            }
-            self.readback
-                .encode_copy(&mut encoder, self.dst.buffer(), dst_size);
-            queue.submit([encoder.finish()])
-        })?;
-        self.readback
-            .read(&self.ctx, submission, dst_size, out.as_mut_slice())
+    /// Uploads the frame and records the conversion into `encoder`: afterwards the gray image is
+    /// in [`GrayConverter::output`] (its first `job.dst_size` bytes). Call inside an error scope.
+    pub(crate) fn record(&mut self, job: &GrayJob<'_>, encoder: &mut wgpu::CommandEncoder) {
+        let device = self.ctx.device();
+        let queue = self.ctx.queue();
+        let grown_src = self.src.ensure(device, job.src_size);
+        let grown_dst = self.dst.ensure(device, job.dst_size);
+        if grown_src || grown_dst {
+            self.bind_group = bind_group(device, &self.layout, &self.params, &self.src, &self.dst);
+        }
+        queue.write_buffer(&self.params, 0, &job.params_bytes);
+        write_padded(queue, self.src.buffer(), job.src_bytes);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("gray"),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(job.groups.0, job.groups.1, 1);
+    }
+
+    /// The buffer [`GrayConverter::record`] writes the gray image to (packed bytes, no row
+    /// padding).
+    pub(crate) fn output(&self) -> &wgpu::Buffer {
+        self.dst.buffer()
     }
 
     /// How many GPU buffers this converter has allocated so far, counting each reallocation.
@@ -205,6 +229,17 @@ impl GrayConverter {
     pub fn context(&self) -> &GpuContext {
         &self.ctx
     }
+}
+
+/// One prepared conversion: the frame bytes to upload and the kernel's parameters.
+#[derive(Debug)]
+pub(crate) struct GrayJob<'f> {
+    src_bytes: &'f [u8],
+    src_size: u64,
+    /// Bytes of the gray output, rounded up to whole words.
+    pub(crate) dst_size: u64,
+    params_bytes: [u8; PARAMS_SIZE as usize],
+    groups: (u32, u32),
 }
 
 fn bind_group(

@@ -8,8 +8,12 @@
 //!   ([`GpuContext::from_device`]), the way wgpu's own examples pass `&Device` and `&Queue` around.
 //! - One module per kernel. Each kernel object creates its shader module, bind-group layout,
 //!   pipeline and buffers once, and reuses them for every frame; buffers grow only when a larger
-//!   frame arrives. [`GrayConverter`] (`shaders/gray.wgsl`) is the first: camera frame to 8-bit
-//!   gray, bit-identical to [`Frame::to_gray`](crate::frame::Frame::to_gray).
+//!   frame arrives. [`GrayConverter`] (`shaders/gray.wgsl`): camera frame to 8-bit gray,
+//!   bit-identical to [`Frame::to_gray`](crate::frame::Frame::to_gray). [`GpuKeypoints`]
+//!   (`shaders/detect.wgsl`): pyramid, corner response, local maxima, orientation moments and
+//!   patches, equal to [`FeatureExtractor`](crate::features::FeatureExtractor)'s in three round
+//!   trips per frame. [`GpuDescriptor`] (`shaders/descriptor.wgsl`) and [`GpuMatcher`]
+//!   (`shaders/matching.wgsl`): the int8 descriptor plan and matching.
 //! - Every GPU operation runs inside wgpu error scopes; validation errors, out-of-memory and a lost
 //!   device come back as [`GpuError`] values, never as panics.
 //! - [`test_support`] is the one place that decides whether a GPU test runs or is skipped.
@@ -49,6 +53,7 @@ mod compute;
 mod context;
 mod descriptor;
 mod gray;
+mod keypoints;
 mod matching;
 mod plan_view;
 pub mod test_support;
@@ -57,6 +62,8 @@ pub use compute::{Dot4, with_dot4};
 pub use context::GpuContext;
 pub use descriptor::GpuDescriptor;
 pub use gray::GrayConverter;
+pub use keypoints::GpuKeypoints;
+pub(crate) use keypoints::Input as KeypointInput;
 pub use matching::GpuMatcher;
 
 /// The source of `shaders/gray.wgsl`, embedded at compile time.
@@ -67,11 +74,16 @@ pub const DESCRIPTOR_WGSL: &str = include_str!("../../../shaders/descriptor.wgsl
 /// compile time.
 pub const MATCHING_WGSL: &str = include_str!("../../../shaders/matching.wgsl");
 
+/// The source of `shaders/detect.wgsl` (pyramid, corner response, local maxima, orientation
+/// moments, patch sampling), embedded at compile time.
+pub const DETECT_WGSL: &str = include_str!("../../../shaders/detect.wgsl");
+
 /// Every embedded shader as `(file name, source)`, for validation tests.
-pub const SHADERS: [(&str, &str); 3] = [
+pub const SHADERS: [(&str, &str); 4] = [
     ("gray.wgsl", GRAY_WGSL),
     ("descriptor.wgsl", DESCRIPTOR_WGSL),
     ("matching.wgsl", MATCHING_WGSL),
+    ("detect.wgsl", DETECT_WGSL),
 ];
 
 /// No usable GPU adapter or device could be opened.
@@ -158,7 +170,9 @@ pub enum GpuError {
 /// - gray conversion: a 1029×515 BGRA8 frame with an unaligned row stride (0.5 Mpixel);
 /// - the embedded descriptor model's int8 plan: 256 patches (2 million first-layer outputs);
 /// - matching: 32 queries against 70,000 train descriptors (a per-query loop would run 70,000
-///   times), with the ratio test and mutual check.
+///   times), with the ratio test and mutual check;
+/// - the keypoint front end: a 400×300 textured image through pyramid, corner response, maxima,
+///   orientation moments and patches, keypoints and patches compared with the CPU extractor.
 ///
 /// This is what backend choice `Auto` runs at start-up: GPU if an adapter exists *and* passes this,
 /// CPU otherwise. It builds its own kernel objects and allocates; call it once, not per frame
@@ -166,7 +180,8 @@ pub enum GpuError {
 pub fn self_test(ctx: &GpuContext) -> Result<(), GpuError> {
     self_test_gray(ctx)?;
     self_test_descriptor(ctx)?;
-    self_test_matching(ctx)
+    self_test_matching(ctx)?;
+    self_test_keypoints(ctx)
 }
 
 /// Deterministic bytes (xorshift64) that exercise every value.
@@ -290,6 +305,54 @@ fn self_test_matching(ctx: &GpuContext) -> Result<(), GpuError> {
              the CPU matcher on {:?}",
             gpu.len(),
             cpu.len(),
+            ctx.adapter_info().name
+        )));
+    }
+    Ok(())
+}
+
+fn self_test_keypoints(ctx: &GpuContext) -> Result<(), GpuError> {
+    use crate::features::{FeatureConfig, FeatureExtractor};
+    use crate::image::GrayImage;
+    const W: u32 = 400;
+    const H: u32 = 300;
+    let failed = |reason: String| GpuError::SelfTestFailed { reason };
+    // Smooth blobs plus mild noise: corners at every scale, unsaturated gradients.
+    let noise = test_bytes((W * H) as usize, 0x3c6e_f372_fe94_f82b);
+    let pixels = (0..W * H)
+        .map(|i| {
+            let (x, y) = ((i % W) as f32, (i / W) as f32);
+            let v = 128.0
+                + 60.0 * ((x * 0.07).sin() * (y * 0.05).cos() + (x * 0.013 + y * 0.031).sin());
+            (v as i32 + i32::from(noise[i as usize] % 16)).clamp(0, 255) as u8
+        })
+        .collect();
+    let gray = GrayImage::from_vec(W, H, pixels).map_err(|e| failed(e.to_string()))?;
+    let config = FeatureConfig {
+        max_keypoints: 500,
+        ..Default::default()
+    };
+    let mut cpu = FeatureExtractor::new(config.clone()).map_err(|e| failed(e.to_string()))?;
+    let want = cpu.extract_gray(&gray).map_err(|e| failed(e.to_string()))?;
+    let mut gpu = GpuKeypoints::new(ctx, &config)?;
+    let (mut g, mut keypoints, mut patches) = (GrayImage::new(0, 0), Vec::new(), Vec::new());
+    gpu.extract(
+        KeypointInput::Gray(&gray),
+        &mut g,
+        &mut keypoints,
+        &mut patches,
+        None,
+    )?;
+    if keypoints != want.keypoints || patches != want.patches || want.keypoints.len() < 100 {
+        return Err(failed(format!(
+            "keypoints: {} keypoints and {} patch bytes, the CPU extractor {} and {} (equal: {}, {}) \
+             on {:?}",
+            keypoints.len(),
+            patches.len(),
+            want.keypoints.len(),
+            want.patches.len(),
+            keypoints == want.keypoints,
+            patches == want.patches,
             ctx.adapter_info().name
         )));
     }
