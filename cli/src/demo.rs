@@ -44,6 +44,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<EvalReport> {
         slices: args.slices.clone(),
         out: args.out.clone(),
         seed: args.seed,
+        backend: crate::features::BackendChoice::Auto,
     };
     run_benchmark(&eval, false)
 }

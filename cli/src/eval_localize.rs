@@ -14,12 +14,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use sextant_runtime::descriptor::DescriptorModel;
-use sextant_runtime::localize::{Localizer, LocalizerConfig};
 use sextant_runtime::map::{Map, MapBuildStats, encode_map};
 use sextant_sim::session::{Session, read_session};
 use sextant_sim::{ImageFormat, Photometric, RenderJob, Scene, TrajectorySpec, camera_preset};
 
+use crate::features::BackendChoice;
 use crate::localize::{FrameOutcome, RunMode, SessionRun, localize_session};
 
 /// Arguments of `sextant eval localize`.
@@ -43,6 +42,9 @@ pub struct LocalizeEvalArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where features and descriptors run (the answers are identical on every backend).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
 /// One benchmark slice: how its query session is made.
@@ -323,15 +325,7 @@ pub fn run_benchmark(args: &LocalizeEvalArgs, quiet: bool) -> Result<EvalReport>
     let map_build_s = t.elapsed().as_secs_f64();
     crate::map::write_atomic(&args.out.join("map.sxmap"), &bytes)?;
     let map = Arc::new(Map::from_bytes(&bytes)?);
-    let model = DescriptorModel::embedded_default()?;
-    let mut localizer = Localizer::new(
-        Arc::clone(&map),
-        model,
-        LocalizerConfig {
-            seed: args.seed,
-            ..LocalizerConfig::default()
-        },
-    )?;
+    let mut localizer = crate::localize::localizer_for(Arc::clone(&map), args.seed, args.backend)?;
 
     let mut results = Vec::new();
     for (k, s) in slices.iter().enumerate() {

@@ -16,6 +16,8 @@ use sextant_runtime::map::Map;
 use sextant_runtime::{Frame, PixelFormat, Pose};
 use sextant_sim::session::{Session, read_session};
 
+use crate::features::BackendChoice;
+
 /// Arguments of `sextant localize`.
 #[derive(Debug, Args)]
 pub struct LocalizeArgs {
@@ -40,6 +42,9 @@ pub struct LocalizeArgs {
     /// RANSAC seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where features and descriptors run (the answers are identical on every backend).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
 /// How a session's frames are localised.
@@ -241,20 +246,33 @@ pub fn results_json(outcomes: &[FrameOutcome]) -> Result<String> {
     })?)
 }
 
-/// A localizer over a map file, with the embedded descriptor model.
-pub fn open_localizer(map: &std::path::Path, seed: u64) -> Result<Localizer> {
+/// A localizer over a map file, with the embedded descriptor model, on `backend`.
+pub fn open_localizer(
+    map: &std::path::Path,
+    seed: u64,
+    backend: BackendChoice,
+) -> Result<Localizer> {
     let map = Map::open(map).with_context(|| format!("reading map {}", map.display()))?;
+    localizer_for(Arc::new(map), seed, backend)
+}
+
+/// A localizer over `map` with the embedded descriptor model, on `backend` (the choice and its
+/// reason go to stderr).
+pub fn localizer_for(map: Arc<Map>, seed: u64, backend: BackendChoice) -> Result<Localizer> {
     let model = DescriptorModel::embedded_default()?;
     let config = LocalizerConfig {
         seed,
+        backend: backend.into(),
         ..LocalizerConfig::default()
     };
-    Ok(Localizer::new(Arc::new(map), model, config)?)
+    let localizer = Localizer::new(map, model, config)?;
+    eprintln!("backend: {}", localizer.selection().reason());
+    Ok(localizer)
 }
 
 /// Runs `sextant localize`.
 pub fn run(a: LocalizeArgs) -> Result<()> {
-    let mut localizer = open_localizer(&a.map, a.seed)?;
+    let mut localizer = open_localizer(&a.map, a.seed, a.backend)?;
     let session = read_session(&a.session)
         .with_context(|| format!("reading session {}", a.session.display()))?;
     let run = SessionRun {

@@ -5,7 +5,8 @@
 //! The map takes minutes to build, so it is cached in `target/sextant-bench/` (keyed by the
 //! descriptor model, the frame counts and the keypoints) and rebuilt only when missing or
 //! invalid. Besides criterion's per-iteration estimates, the bench prints p50/p95 over three
-//! passes through every query frame — the figures README quotes.
+//! passes through every query frame — the figures README quotes. `SEXTANT_BENCH_BACKEND=gpu`
+//! runs the features and descriptors on the GPU.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nalgebra::Vector3;
+use sextant_runtime::backend::Backend;
 use sextant_runtime::descriptor::DescriptorModel;
 use sextant_runtime::features::FeatureConfig;
 use sextant_runtime::localize::{Localization, Localizer, LocalizerConfig, Prior, Query};
@@ -166,8 +168,18 @@ fn bench(c: &mut Criterion) {
     let model = DescriptorModel::embedded_default().expect("model");
     let map = Arc::new(build_map(&model));
     let qs = queries();
-    let mut loc =
-        Localizer::new(Arc::clone(&map), model, LocalizerConfig::default()).expect("localizer");
+    // SEXTANT_BENCH_BACKEND=gpu (or auto) runs the features on the GPU.
+    let backend = match std::env::var("SEXTANT_BENCH_BACKEND").as_deref() {
+        Ok("gpu") => Backend::Gpu,
+        Ok("auto") => Backend::Auto,
+        _ => Backend::Cpu,
+    };
+    let config = LocalizerConfig {
+        backend,
+        ..LocalizerConfig::default()
+    };
+    let mut loc = Localizer::new(Arc::clone(&map), model, config).expect("localizer");
+    eprintln!("backend: {}", loc.selection().reason());
     eprintln!(
         "map: {} landmarks, {} keyframes, {} bytes ({:.1} B/landmark)",
         map.len(),

@@ -5,6 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use nalgebra::{UnitQuaternion, Vector3};
+use sextant_runtime::backend::Backend;
 use sextant_runtime::descriptor::DescriptorModel;
 use sextant_runtime::localize::{FailureReason, Localizer, LocalizerConfig, Mode, Prior, Query};
 use sextant_runtime::map::{Map, MapBuildConfig, MapBuilder, MapContents, MapFrame, encode_map};
@@ -353,4 +354,62 @@ fn bad_queries_are_errors() {
     )
     .expect_err("model mismatch");
     assert!(err.to_string().contains("descriptor model"), "{err}");
+}
+
+/// The GPU backend (lavapipe in CI) gives the very same answers as the CPU: cold start and
+/// tracking, every frame of the walk, in RGBA. Without a GPU adapter the test prints a loud
+/// skip, or fails when `SEXTANT_REQUIRE_GPU=1`.
+#[test]
+fn the_gpu_backend_gives_the_poses_of_the_cpu() {
+    let gpu_config = LocalizerConfig {
+        backend: Backend::Gpu,
+        ..LocalizerConfig::default()
+    };
+    let map = || Arc::new(Map::from_bytes(&room_map().1).expect("map"));
+    let model = || DescriptorModel::embedded_default().expect("model");
+    let mut gpu = match Localizer::new(map(), model(), gpu_config) {
+        Ok(l) => l,
+        Err(e) if std::env::var("SEXTANT_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("SEXTANT_REQUIRE_GPU=1 but the GPU localizer failed: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED the_gpu_backend_gives_the_poses_of_the_cpu: no GPU ({e})");
+            return;
+        }
+    };
+    let mut cpu = localizer();
+    let mut previous: Option<Pose> = None;
+    for q in queries() {
+        let enc = encode(&q.rgb, PixelFormat::Rgba8).expect("encode");
+        let frame = enc.as_frame().expect("frame");
+        for prior in [Prior::None, previous.map_or(Prior::None, Prior::Pose)] {
+            let query = Query {
+                frame: &frame,
+                camera: &camera(),
+                gravity: Some(gravity(&q.pose)),
+                prior,
+            };
+            let (c, g) = (
+                cpu.localize(&query).expect("cpu"),
+                gpu.localize(&query).expect("gpu"),
+            );
+            assert_eq!(c.backend, "cpu");
+            assert_eq!(g.backend, "gpu", "{:?}", g.backends);
+            assert!(!g.backends.fell_back);
+            assert_eq!(
+                (g.keypoints, g.candidates, g.mode),
+                (c.keypoints, c.candidates, c.mode)
+            );
+            match (c.outcome, g.outcome) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.pose, b.pose);
+                    assert_eq!((a.inliers, a.matches), (b.inliers, b.matches));
+                    previous = Some(a.pose);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("CPU {a:?} but GPU {b:?}"),
+            }
+        }
+    }
+    assert!(previous.is_some(), "no frame was localised");
 }

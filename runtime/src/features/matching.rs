@@ -429,32 +429,6 @@ impl Matcher {
         Ok(())
     }
 
-    /// The queries that [`Matcher::match_guided`] can match at all: the indices (ascending) of
-    /// the `query_xy` with at least one `train_xy` within `radius`. A caller that describes
-    /// only these (tracking) gets the same matches for less work, since the other queries
-    /// have no candidate and take part in no mutual check.
-    pub fn guided_reachable(
-        &mut self,
-        query_xy: &[[f32; 2]],
-        train_xy: &[[f32; 2]],
-        radius: f32,
-        out: &mut Vec<u32>,
-    ) {
-        out.clear();
-        if !(radius.is_finite() && radius > 0.0) {
-            return;
-        }
-        self.grid_train.build(train_xy, radius);
-        for (i, q) in query_xy.iter().enumerate() {
-            let mut near = false;
-            self.grid_train
-                .for_each_near(*q, radius * radius, train_xy, |_| near = true);
-            if near {
-                out.push(i as u32);
-            }
-        }
-    }
-
     /// Matches restricted to a window: query `i` is compared only with the train descriptors
     /// whose predicted positions lie within `radius` of `query_xy[i]` (a grid over the predicted
     /// positions finds them). Ratio test and mutual check as in [`Matcher::match_sets`], over

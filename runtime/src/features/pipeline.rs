@@ -13,6 +13,8 @@
 //! makes that frame's failed stages run on the CPU, reported by [`StageBackends::fell_back`] and
 //! [`FeaturePipeline::last_fallback`]; after a lost device the pipeline stays on the CPU.
 
+use std::time::Instant;
+
 use super::{FeatureConfig, FeatureExtractor, Keypoint};
 use crate::backend::{Backend, BackendKind, Selection, StageBackends};
 use crate::descriptor::{DESCRIPTOR_DIM, DescriptorModel};
@@ -31,6 +33,11 @@ pub struct DescribedFeatures<'a> {
     pub descriptors: &'a [i8],
     /// Which backend ran each stage for this frame.
     pub backends: StageBackends,
+    /// Seconds for gray, keypoints and patches — and the descriptors too when the GPU ran them
+    /// in the same submission (`backends.keypoints` and `backends.descriptors` both GPU).
+    pub keypoints_s: f64,
+    /// Seconds for the descriptors when they ran as a stage of their own (else 0).
+    pub describe_s: f64,
 }
 
 /// Extractor plus descriptor model, with reusable buffers: one per camera stream.
@@ -164,26 +171,28 @@ impl FeaturePipeline {
 
     /// Keypoints, patches and descriptors of a camera frame (any pixel format).
     pub fn extract(&mut self, frame: &Frame<'_>) -> Result<DescribedFeatures<'_>> {
+        let t = Instant::now();
         #[cfg(feature = "gpu")]
         {
             if let Some(b) = self.gpu_extract(crate::gpu::KeypointInput::Frame(frame)) {
-                return self.describe(b);
+                return self.describe(b, t);
             }
         }
         self.extractor.extract(frame)?;
-        self.describe(self.cpu_keypoints())
+        self.describe(self.cpu_keypoints(), t)
     }
 
     /// Keypoints, patches and descriptors of a gray image.
     pub fn extract_gray(&mut self, gray: &GrayImage) -> Result<DescribedFeatures<'_>> {
+        let t = Instant::now();
         #[cfg(feature = "gpu")]
         {
             if let Some(b) = self.gpu_extract(crate::gpu::KeypointInput::Gray(gray)) {
-                return self.describe(b);
+                return self.describe(b, t);
             }
         }
         self.extractor.extract_gray(gray)?;
-        self.describe(self.cpu_keypoints())
+        self.describe(self.cpu_keypoints(), t)
     }
 
     /// The stage record of a frame whose keypoints came from the CPU: a fallback when the GPU
@@ -247,8 +256,15 @@ impl FeaturePipeline {
         self.last_fallback = Some(e.to_string());
     }
 
-    /// Describes the extractor's patches unless `backends` says the GPU already did.
-    fn describe(&mut self, mut backends: StageBackends) -> Result<DescribedFeatures<'_>> {
+    /// Describes the extractor's patches unless `backends` says the GPU already did; `start`
+    /// is when the frame's extraction began.
+    fn describe(
+        &mut self,
+        mut backends: StageBackends,
+        start: Instant,
+    ) -> Result<DescribedFeatures<'_>> {
+        let keypoints_s = start.elapsed().as_secs_f64();
+        let t = Instant::now();
         let f = self.extractor.features();
         let n = f.keypoints.len();
         if backends.descriptors != BackendKind::Gpu {
@@ -289,6 +305,14 @@ impl FeaturePipeline {
             patches: f.patches,
             descriptors: &self.descriptors,
             backends,
+            keypoints_s,
+            describe_s: if backends.descriptors == BackendKind::Gpu
+                && backends.keypoints == BackendKind::Gpu
+            {
+                0.0
+            } else {
+                t.elapsed().as_secs_f64()
+            },
         })
     }
 }

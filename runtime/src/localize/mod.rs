@@ -26,10 +26,11 @@ use nalgebra::{Vector2, Vector3};
 
 pub use quality::{ImageQuality, image_quality};
 
+use crate::backend::{Backend, BackendKind, StageBackends};
 use crate::descriptor::{DESCRIPTOR_DIM, DescriptorModel};
 use crate::error::Result;
 use crate::features::matching::{DescriptorSet, GuidedQuery, Match, MatchConfig, Matcher};
-use crate::features::{FeatureConfig, FeatureExtractor, PATCH_AREA};
+use crate::features::{FeatureConfig, FeaturePipeline};
 use crate::geometry::{
     AbsolutePoseOptions, AbsolutePoseWorkspace, GeometryError, Gravity, PoseCovariance,
     estimate_absolute_pose,
@@ -76,6 +77,11 @@ pub struct LocalizerConfig {
     pub strong_inliers: usize,
     /// Seed of the robust estimator (same frame, map and seed → same pose).
     pub seed: u64,
+    /// Where features and descriptors run: [`Backend::Cpu`] (the default), [`Backend::Gpu`]
+    /// (an error at [`Localizer::new`] without a usable GPU) or [`Backend::Auto`]. The GPU gives
+    /// the same keypoints and descriptors, so the same answers; a GPU failure at run time
+    /// falls back to the CPU for that frame.
+    pub backend: Backend,
 }
 
 impl Default for LocalizerConfig {
@@ -111,6 +117,7 @@ impl Default for LocalizerConfig {
             min_coverage_strong: 0.4,
             strong_inliers: 50,
             seed: 1,
+            backend: Backend::Cpu,
         }
     }
 }
@@ -269,8 +276,11 @@ pub struct Localization {
     pub mode: Mode,
     /// Per-stage timings.
     pub timings: StageTimings,
-    /// Which backend ran feature extraction and matching (`"cpu"` today).
+    /// Where the descriptors were computed: `"gpu"` or `"cpu"` (matching and the pose are on
+    /// the CPU).
     pub backend: &'static str,
+    /// Which backend ran each feature stage (and whether a GPU failure fell back to the CPU).
+    pub backends: StageBackends,
     /// Keypoints in the frame.
     pub keypoints: usize,
     /// Map landmarks the frame was compared with.
@@ -282,9 +292,10 @@ pub struct Localization {
 pub struct Localizer<B: AsRef<[u8]> = crate::map::AlignedBytes> {
     map: std::sync::Arc<Map<B>>,
     config: LocalizerConfig,
-    cold: FeatureExtractor,
-    tracking: FeatureExtractor,
-    model: DescriptorModel,
+    cold: FeaturePipeline,
+    tracking: FeaturePipeline,
+    /// Backends of the last frame's feature stages.
+    backends: StageBackends,
     descriptors: Vec<i8>,
     matcher: Matcher,
     assigner: Matcher,
@@ -303,9 +314,6 @@ pub struct Localizer<B: AsRef<[u8]> = crate::map::AlignedBytes> {
     rest2: Vec<Vector2<f64>>,
     rest3: Vec<Vector3<f64>>,
     ws2: AbsolutePoseWorkspace,
-    /// Tracking: the keypoints with a landmark predicted within the matching window.
-    near: Vec<u32>,
-    patches: Vec<u8>,
 }
 
 struct Described {
@@ -344,10 +352,19 @@ impl<B: AsRef<[u8]>> Localizer<B> {
             mutual,
             max_distance: None,
         };
+        let selection = crate::backend::select(config.backend)?;
         Ok(Localizer {
-            cold: FeatureExtractor::new(config.features.clone())?,
-            tracking: FeatureExtractor::new(config.tracking_features.clone())?,
-            model,
+            cold: FeaturePipeline::with_selection(
+                config.features.clone(),
+                model.clone(),
+                selection.clone(),
+            )?,
+            tracking: FeaturePipeline::with_selection(
+                config.tracking_features.clone(),
+                model,
+                selection,
+            )?,
+            backends: StageBackends::CPU,
             descriptors: Vec::new(),
             matcher: Matcher::new(mc(config.match_ratio, true))?,
             assigner: Matcher::new(mc(1.0, false))?,
@@ -366,8 +383,6 @@ impl<B: AsRef<[u8]>> Localizer<B> {
             pts3: Vec::new(),
             rest2: Vec::new(),
             rest3: Vec::new(),
-            near: Vec::new(),
-            patches: Vec::new(),
             map,
             config,
         })
@@ -381,6 +396,11 @@ impl<B: AsRef<[u8]>> Localizer<B> {
     /// The settings.
     pub fn config(&self) -> &LocalizerConfig {
         &self.config
+    }
+
+    /// The backend the features run on, and why.
+    pub fn selection(&self) -> &crate::backend::Selection {
+        self.cold.selection()
     }
 
     /// Localises one frame. Errors are bad input (frame and camera sizes disagree, invalid
@@ -434,33 +454,29 @@ impl<B: AsRef<[u8]>> Localizer<B> {
     }
 
     fn extract(&mut self, frame: &Frame<'_>, tracking: bool) -> Result<Described> {
-        let t = Instant::now();
-        let extractor = if tracking {
+        let pipeline = if tracking {
             &mut self.tracking
         } else {
             &mut self.cold
         };
-        let f = extractor.extract(frame)?;
-        let features_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let n = f.keypoints.len();
+        let f = pipeline.extract(frame)?;
         self.keypoint_xy.clear();
         self.keypoint_xy
             .extend(f.keypoints.iter().map(|k| [k.x, k.y]));
         self.descriptors.clear();
-        self.descriptors.resize(n * DESCRIPTOR_DIM, 0);
-        self.model.describe(f.patches, n, &mut self.descriptors)?;
+        self.descriptors.extend_from_slice(f.descriptors);
+        self.backends = f.backends;
         Ok(Described {
-            keypoints: n,
-            features_s,
-            describe_s: t.elapsed().as_secs_f64(),
+            keypoints: f.keypoints.len(),
+            features_s: f.keypoints_s,
+            describe_s: f.describe_s,
         })
     }
 
     /// The failure reason for a frame with too few keypoints.
     fn featureless_reason(&self, tracking: bool) -> FailureReason {
         let e = if tracking { &self.tracking } else { &self.cold };
-        let q = image_quality(e.gray());
+        let q = image_quality(e.extractor().gray());
         if q.is_too_dark() {
             FailureReason::TooDark
         } else if q.is_too_blurred() {
@@ -482,7 +498,12 @@ impl<B: AsRef<[u8]>> Localizer<B> {
             outcome,
             mode,
             timings,
-            backend: "cpu",
+            backend: if self.backends.descriptors == BackendKind::Gpu {
+                "gpu"
+            } else {
+                "cpu"
+            },
+            backends: self.backends,
             keypoints,
             candidates,
         }
@@ -599,16 +620,10 @@ impl<B: AsRef<[u8]>> Localizer<B> {
     }
 
     fn track(&mut self, query: &Query<'_>, prior: &Pose) -> Result<Localization> {
-        let t = Instant::now();
-        let keypoints = self.tracking.extract(query.frame)?.keypoints.len();
-        let mut tm = StageTimings {
-            features_s: t.elapsed().as_secs_f64(),
-            ..StageTimings::default()
+        let (keypoints, mut tm) = match self.start(query.frame, Mode::Tracking)? {
+            Ok(v) => v,
+            Err(featureless) => return Ok(featureless),
         };
-        if keypoints < self.config.min_features {
-            let r = self.featureless_reason(true);
-            return Ok(self.result(Err(r), Mode::Tracking, tm, keypoints, 0));
-        }
         let t = Instant::now();
         let map = std::sync::Arc::clone(&self.map);
         let range = f64::from(map.max_range_m());
@@ -625,38 +640,11 @@ impl<B: AsRef<[u8]>> Localizer<B> {
         );
         self.vis.gather(&map, &mut self.gathered);
         let candidates = self.vis.indices().len();
-        // Only keypoints with a landmark predicted within the window can match: describe those.
-        let f = self.tracking.features();
-        self.keypoint_xy.clear();
-        self.keypoint_xy
-            .extend(f.keypoints.iter().map(|k| [k.x, k.y]));
-        self.matcher.guided_reachable(
-            &self.keypoint_xy,
-            self.vis.predicted(),
-            self.config.tracking_radius_px,
-            &mut self.near,
-        );
         tm.retrieval_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        self.keypoint_xy.clear();
-        self.patches.clear();
-        for &i in &self.near {
-            let (k, i) = (&f.keypoints[i as usize], i as usize);
-            self.keypoint_xy.push([k.x, k.y]);
-            self.patches
-                .extend_from_slice(&f.patches[i * PATCH_AREA..(i + 1) * PATCH_AREA]);
-        }
-        let n = self.keypoint_xy.len();
-        self.descriptors.clear();
-        self.descriptors.resize(n * DESCRIPTOR_DIM, 0);
-        self.model
-            .describe(&self.patches, n, &mut self.descriptors)?;
-        tm.describe_s = t.elapsed().as_secs_f64();
-
-        let t = Instant::now();
         self.matches.clear();
-        if candidates > 0 && n > 0 {
+        if candidates > 0 {
             let q = DescriptorSet::new(&self.descriptors, DESCRIPTOR_DIM)?;
             let tr = DescriptorSet::new(&self.gathered, DESCRIPTOR_DIM)?;
             let guide = GuidedQuery {
