@@ -26,6 +26,9 @@ use sextant_sim::{Capturer, Photometric, Scene, TrajectorySpec};
 
 const MAP_FRAMES: usize = 200;
 const KEYPOINTS: usize = 3000;
+/// Names the keypoint detector's arithmetic in the cache key: bump it when the detector's
+/// output changes, so a map cached by an older detector is rebuilt.
+const DETECTOR: &str = "st-int";
 
 fn camera() -> Camera {
     Camera::pinhole(640, 480, 500.0, 500.0, 320.0, 240.0).expect("camera")
@@ -36,7 +39,7 @@ fn cache_path(model: &DescriptorModel) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target.join("sextant-bench").join(format!(
-        "plaza-{MAP_FRAMES}x2-{KEYPOINTS}kp-{}.sxmap",
+        "plaza-{MAP_FRAMES}x2-{KEYPOINTS}kp-{DETECTOR}-{}.sxmap",
         &model.info().sha256[..16]
     ))
 }
