@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sextant_proto::{
-    Client, ClientConfig, ClientEvent, ComputeBackend, DeviceId, DropCounters, ExchangeId,
-    FailureReason, Label, LocalizationEvent, ModelVersion, Outcome, RecordBody, SliceKeys,
-    StageTimings, SyncRequest, TelemetryBatch, TelemetryRecord, Time, Transmit,
+    Client, ClientConfig, ClientEvent, ComputeBackend, DeviceId, DropCounters, EncodedRecord,
+    ExchangeId, FailureReason, Label, LocalizationEvent, ModelVersion, Outcome, RecordBody,
+    SliceKeys, StageTimings, SyncRequest, Time, Transmit,
 };
 use sha2::{Digest, Sha256};
 
@@ -40,6 +40,10 @@ pub struct IngestReport {
     pub seconds: f64,
     /// Batch acknowledgement latencies, ms, sorted.
     pub latencies_ms: Vec<f64>,
+    /// CPU time of the server process during the measured window (ms), if it could be read.
+    pub server_cpu_ms: Option<u64>,
+    /// CPU time of this (client) process during the measured window (ms).
+    pub client_cpu_ms: u64,
 }
 
 impl IngestReport {
@@ -122,8 +126,12 @@ fn sample_body(i: u64, slice: &SliceKeys) -> RecordBody {
 }
 
 /// `devices.len()` devices upload batches of `batch` events, one batch in flight each, for
-/// `duration` after a warm-up of one batch; returns the events acknowledged and each batch's
-/// acknowledgement latency.
+/// `duration`; returns the events acknowledged, each batch's acknowledgement latency (from
+/// just before the batch is encoded to its acknowledgement), and the CPU time the server
+/// (`server_cpu_ms()`, read at the start and end of the window) and this process used.
+///
+/// Each device uploads the way the agent does: record bodies are CBOR already (as in the
+/// agent's disk queue) and are spliced into the frame ([`Client::upload_telemetry_encoded`]).
 pub async fn ingest(
     server: SocketAddr,
     server_name: &str,
@@ -131,6 +139,7 @@ pub async fn ingest(
     devices: &[BenchDevice],
     batch: usize,
     duration: Duration,
+    server_cpu_ms: &(dyn Fn() -> Option<u64> + Send + Sync),
 ) -> Result<IngestReport> {
     let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().map_err(net)?).map_err(net)?;
     let slice = SliceKeys {
@@ -166,33 +175,43 @@ pub async fn ingest(
         }
         conns.push((d.id.clone(), conn, client));
     }
+    // The bodies as the agent's queue holds them: CBOR, encoded once when the event was made.
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..7u64)
+            .map(|i| {
+                let mut v = Vec::with_capacity(160);
+                ciborium::into_writer(&sample_body(i, &slice), &mut v).map_err(net)?;
+                Ok(v)
+            })
+            .collect::<Result<_>>()?,
+    );
+    let server_cpu_start = server_cpu_ms();
+    let client_cpu_start = crate::sim::process_cpu_ms();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
-    for (id, conn, mut client) in conns {
-        let slice = slice.clone();
+    for (_id, conn, mut client) in conns {
+        let bodies = Arc::clone(&bodies);
         tasks.push(tokio::spawn(async move {
-            let device = DeviceId::new(id)?;
             let mut seq = 1u64;
             let mut lat = Vec::new();
             let mut events = 0u64;
+            let mut records = Vec::with_capacity(batch);
             while Instant::now() < deadline {
-                let records: Vec<TelemetryRecord> = (0..batch as u64)
-                    .map(|i| TelemetryRecord {
-                        device: device.clone(),
-                        sequence: seq + i,
-                        recorded_at_ms: 1_700_000_000_000 + seq + i,
-                        body: sample_body(seq + i, &slice),
-                    })
-                    .collect();
-                let b = TelemetryBatch {
-                    batch_id: seq,
-                    records,
-                    dropped: DropCounters::default(),
-                };
-                seq += batch as u64;
                 let t0 = Instant::now();
-                let id = client.upload_telemetry(Time(0), b)?;
+                records.clear();
+                records.extend((0..batch as u64).map(|i| EncodedRecord {
+                    sequence: seq + i,
+                    recorded_at_ms: 1_700_000_000_000 + seq + i,
+                    body: &bodies[((seq + i) % 7) as usize],
+                }));
+                let id = client.upload_telemetry_encoded(
+                    Time(0),
+                    seq,
+                    &records,
+                    &DropCounters::default(),
+                )?;
+                seq += batch as u64;
                 let t = client.poll_transmit().ok_or_else(|| net("no transmit"))?;
                 debug_assert_eq!(t.exchange, id);
                 exchange(&conn, &mut client, t).await?;
@@ -216,11 +235,17 @@ pub async fn ingest(
         lat.extend(l);
     }
     let seconds = start.elapsed().as_secs_f64();
+    let server_cpu_ms = server_cpu_ms()
+        .zip(server_cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    let client_cpu_ms = crate::sim::process_cpu_ms().saturating_sub(client_cpu_start);
     lat.sort_by(f64::total_cmp);
     Ok(IngestReport {
         events,
         seconds,
         latencies_ms: lat,
+        server_cpu_ms,
+        client_cpu_ms,
     })
 }
 
@@ -385,6 +410,7 @@ pub fn ingest_blocking(
     devices: &[BenchDevice],
     batch: usize,
     duration: Duration,
+    server_cpu_ms: &(dyn Fn() -> Option<u64> + Send + Sync),
 ) -> Result<IngestReport> {
     runtime(true)?.block_on(ingest(
         server,
@@ -393,6 +419,7 @@ pub fn ingest_blocking(
         devices,
         batch,
         duration,
+        server_cpu_ms,
     ))
 }
 

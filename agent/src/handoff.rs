@@ -108,15 +108,22 @@ impl<T> TapDrain<'_, T> {
         now_ms: u64,
         mut encode: impl FnMut(&T, &mut Vec<u8>),
     ) -> Result<usize> {
-        let mut payloads: Vec<Vec<u8>> = Vec::new();
-        while payloads.len() < max {
+        // One buffer for the whole batch (no allocation per event): `ends[i]` is where event
+        // `i`'s encoding ends.
+        let mut buf: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
+        while ends.len() < max {
             let Some(item) = self.c.dequeue() else { break };
-            let mut buf = Vec::new();
             encode(&item, &mut buf);
-            payloads.push(buf);
+            ends.push(buf.len());
         }
-        let n = payloads.len();
-        let appended = queue.append_batch(payloads.iter().map(Vec::as_slice), now_ms);
+        let n = ends.len();
+        let payloads = ends.iter().scan(0usize, |start, &end| {
+            let p = &buf[*start..end];
+            *start = end;
+            Some(p)
+        });
+        let appended = queue.append_batch(payloads, now_ms);
         if appended.is_err() {
             self.dropped.fetch_add(n as u64, Ordering::Relaxed);
         }

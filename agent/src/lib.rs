@@ -26,8 +26,11 @@
 //! - [`slot`]: the lock-free hot-swap handle of the active model that the frame path reads.
 //! - [`sim`]: a simulated device (frame path → hand-off → queue → agent), `sextant agent run`.
 //! - [`tls`]: the device's TLS 1.3 client configuration.
+//! - [`refusals`]: the persisted list of refused model releases (not fetched again after a
+//!   restart).
 //!
-//! Not yet here: shadow runs of a candidate model.
+//! - [`shadow`]: shadow runs — the candidate beside the active model, summarised per window
+//!   of frames in shadow reports.
 //!
 //! ```
 //! use sextant_agent::queue::{QueueConfig, TelemetryQueue};
@@ -50,7 +53,9 @@ pub mod fsutil;
 pub mod handoff;
 pub mod probe;
 pub mod queue;
+pub mod refusals;
 pub mod runner;
+pub mod shadow;
 pub mod sim;
 pub mod slot;
 pub mod store;

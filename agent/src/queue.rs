@@ -156,6 +156,33 @@ pub struct QueuedRecord {
     pub payload: Vec<u8>,
 }
 
+/// Records read by [`TelemetryQueue::peek_raw`]: their bytes, and where each payload lies.
+#[derive(Debug, Default, Clone)]
+pub struct RawBatch {
+    /// The records as stored (headers included).
+    pub data: Vec<u8>,
+    /// The records, oldest first.
+    pub records: Vec<RawRecord>,
+}
+
+impl RawBatch {
+    /// The payload of `r` (one of `self.records`).
+    pub fn payload(&self, r: &RawRecord) -> &[u8] {
+        &self.data[r.payload.clone()]
+    }
+}
+
+/// One record of a [`RawBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Per-device sequence number.
+    pub sequence: u64,
+    /// When it was recorded (ms since the Unix epoch).
+    pub recorded_at_ms: u64,
+    /// Where the payload lies in [`RawBatch::data`].
+    pub payload: std::ops::Range<usize>,
+}
+
 /// A snapshot of the queue's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStats {
@@ -284,6 +311,8 @@ pub struct TelemetryQueue {
     live_bytes: u64,
     segments: BTreeMap<u64, Segment>,
     tail: Option<Tail>,
+    /// The cursor moved by [`TelemetryQueue::ack_through_deferred`] and is not durable yet.
+    ack_dirty: bool,
 }
 
 impl std::fmt::Debug for TelemetryQueue {
@@ -401,6 +430,7 @@ impl TelemetryQueue {
             live_bytes: 0,
             segments: BTreeMap::new(),
             tail: None,
+            ack_dirty: false,
         };
         q.scan()?;
         let last = q.entries.back().map_or(0, |e| e.seq);
@@ -487,8 +517,10 @@ impl TelemetryQueue {
         Ok(())
     }
 
-    fn persist(&self) -> Result<()> {
-        fsutil::write_state_file(&self.dir.join(STATE_FILE), &self.state.encode())
+    fn persist(&mut self) -> Result<()> {
+        fsutil::write_state_file(&self.dir.join(STATE_FILE), &self.state.encode())?;
+        self.ack_dirty = false;
+        Ok(())
     }
 
     /// Makes sure the sequence reservation covers `next_seq`.
@@ -731,45 +763,79 @@ impl TelemetryQueue {
     /// so one big record cannot stall the queue. Every record is re-verified against its checksum
     /// as it is read; a mismatch is [`AgentError::CorruptRecord`], never a wrong record.
     pub fn peek_batch(&self, max_items: usize, max_bytes: usize) -> Result<Vec<QueuedRecord>> {
-        let mut out = Vec::new();
+        let mut raw = RawBatch::default();
+        self.peek_raw(max_items, max_bytes, &mut raw)?;
+        Ok(raw
+            .records
+            .iter()
+            .map(|r| QueuedRecord {
+                device: Arc::clone(&self.device),
+                sequence: r.sequence,
+                recorded_at_ms: r.recorded_at_ms,
+                payload: raw.payload(r).to_vec(),
+            })
+            .collect())
+    }
+
+    /// [`TelemetryQueue::peek_batch`] into a reusable [`RawBatch`]: the records' bytes are read
+    /// with one `pread` per run of adjacent records and left in `raw.data`, with no allocation
+    /// per record. Every record is re-verified against its checksum.
+    pub fn peek_raw(&self, max_items: usize, max_bytes: usize, raw: &mut RawBatch) -> Result<()> {
+        raw.data.clear();
+        raw.records.clear();
+        // Choose the records first, then read each run of adjacent records of one segment with
+        // one `pread` (a batch is usually one or two runs), and check every record in it.
+        let mut chosen = 0usize;
         let mut bytes = 0usize;
-        let mut open: Option<(u64, File)> = None;
         for e in self.entries.iter().take(max_items) {
-            if !out.is_empty() && bytes + e.len as usize > max_bytes {
+            if chosen > 0 && bytes + e.len as usize > max_bytes {
                 break;
             }
-            let path = self.dir.join(segment_name(e.segment));
-            if open.as_ref().is_none_or(|(f, _)| *f != e.segment) {
-                let f =
-                    File::open(&path).map_err(|err| AgentError::io("open segment", &path, err))?;
-                open = Some((e.segment, f));
-            }
-            let Some((_, f)) = open.as_ref() else {
-                continue;
-            };
-            let mut buf = vec![0u8; RECORD_HEADER + e.len as usize];
-            f.read_exact_at(&mut buf, e.offset)
-                .map_err(|err| AgentError::io("read segment", &path, err))?;
-            match decode_record(&buf, self.config.max_record_bytes) {
-                Some((seq, ts, len)) if seq == e.seq && len == e.len as usize => {
-                    buf.drain(..RECORD_HEADER);
-                    bytes += len;
-                    out.push(QueuedRecord {
-                        device: Arc::clone(&self.device),
-                        sequence: seq,
-                        recorded_at_ms: ts,
-                        payload: buf,
-                    });
-                }
-                _ => {
-                    return Err(AgentError::CorruptRecord {
-                        path,
-                        offset: e.offset,
-                    });
-                }
-            }
+            bytes += e.len as usize;
+            chosen += 1;
         }
-        Ok(out)
+        let mut i = 0usize;
+        while i < chosen {
+            let first = self.entries[i];
+            let mut end = first.offset + first.disk_bytes();
+            let mut j = i + 1;
+            while j < chosen {
+                let e = &self.entries[j];
+                if e.segment != first.segment || e.offset != end {
+                    break;
+                }
+                end += e.disk_bytes();
+                j += 1;
+            }
+            let path = self.dir.join(segment_name(first.segment));
+            let f = File::open(&path).map_err(|err| AgentError::io("open segment", &path, err))?;
+            let base = raw.data.len();
+            raw.data.resize(base + (end - first.offset) as usize, 0);
+            f.read_exact_at(&mut raw.data[base..], first.offset)
+                .map_err(|err| AgentError::io("read segment", &path, err))?;
+            let mut off = base;
+            for e in self.entries.range(i..j) {
+                match decode_record(&raw.data[off..], self.config.max_record_bytes) {
+                    Some((seq, ts, len)) if seq == e.seq && len == e.len as usize => {
+                        let start = off + RECORD_HEADER;
+                        raw.records.push(RawRecord {
+                            sequence: seq,
+                            recorded_at_ms: ts,
+                            payload: start..start + len,
+                        });
+                        off = start + len;
+                    }
+                    _ => {
+                        return Err(AgentError::CorruptRecord {
+                            path,
+                            offset: e.offset,
+                        });
+                    }
+                }
+            }
+            i = j;
+        }
+        Ok(())
     }
 
     /// Deletes every record with a sequence number at or below `sequence` (the backend has
@@ -791,6 +857,52 @@ impl TelemetryQueue {
         self.persist()?;
         self.delete_consumed_segments()?;
         Ok(n)
+    }
+
+    /// Like [`TelemetryQueue::ack_through`], but the cursor is made durable lazily: at once only
+    /// when a whole segment is acknowledged (it is deleted after the cursor is durable, as
+    /// always), else by [`TelemetryQueue::flush_acks`] or the next write of the state file.
+    /// A crash before then brings the records back on reopen and they are uploaded again —
+    /// which costs nothing but bandwidth, since the backend stores each `(device, sequence)`
+    /// once. Records are still deleted from disk only after their acknowledgement is durable.
+    /// This spares the agent two fsyncs per acknowledged batch.
+    pub fn ack_through_deferred(&mut self, sequence: u64) -> Result<u64> {
+        let target = sequence.min(self.last_assigned);
+        if target <= self.state.acked_through {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while self.entries.front().is_some_and(|e| e.seq <= target) {
+            if let Some(e) = self.entries.pop_front() {
+                self.live_bytes -= e.disk_bytes();
+                n += 1;
+            }
+        }
+        self.state.acked_through = target;
+        self.ack_dirty = true;
+        let tail_first = self.tail.as_ref().map(|t| t.first_seq);
+        let segment_done = self.segments.iter().next().is_some_and(|(first, seg)| {
+            Some(*first) != tail_first && seg.last_seq.is_none_or(|l| l <= target)
+        });
+        if segment_done {
+            self.flush_acks()?;
+        }
+        Ok(n)
+    }
+
+    /// Makes the cursor moved by [`TelemetryQueue::ack_through_deferred`] durable and deletes
+    /// the segments it covers.
+    pub fn flush_acks(&mut self) -> Result<()> {
+        if self.ack_dirty {
+            self.persist()?;
+            self.delete_consumed_segments()?;
+        }
+        Ok(())
+    }
+
+    /// Whether acknowledgements await [`TelemetryQueue::flush_acks`].
+    pub fn acks_pending(&self) -> bool {
+        self.ack_dirty
     }
 
     /// Adds records dropped by the frame-path hand-off to the persisted counters.

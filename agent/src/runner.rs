@@ -33,9 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sextant_proto::{
-    Client, ClientConfig, ClientEvent, DeviceId, DropCounters, ExchangeFailure, ExchangeId,
-    ExchangeKind, Label, RecordBody, SignedModelMetadata, SyncRequest, TelemetryBatch,
-    TelemetryRecord, Time,
+    Client, ClientConfig, ClientEvent, DeviceId, DropCounters, EncodedRecord, ExchangeFailure,
+    ExchangeId, ExchangeKind, Label, RecordBody, SignedModelMetadata, SyncRequest, Time,
 };
 use tokio::sync::{Notify, mpsc};
 
@@ -45,10 +44,11 @@ use crate::backoff::{
 };
 use crate::error::{AgentError, Result};
 use crate::fsutil;
-use crate::queue::TelemetryQueue;
+use crate::queue::{RawBatch, TelemetryQueue};
+use crate::refusals::{RefusalKind, Refusals};
 use crate::slot::{LoadedModel, ModelSlot, self_check};
 use crate::store::{Download, ModelRef, ModelStore};
-use crate::trust::{MetadataClaims, PinnedKey, check_signed_metadata};
+use crate::trust::{PinnedKey, check_signed_metadata};
 
 /// Everything an agent needs to run.
 #[derive(Debug, Clone)]
@@ -118,6 +118,14 @@ pub enum AgentEvent {
         /// Durable bytes.
         offset: u64,
     },
+    /// A download stopped before completing (cut, or refused by the server); it resumes from
+    /// its last checkpoint at the next sync.
+    DownloadFailed {
+        /// Model version.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
     /// A download may not start now (network metered, battery, space).
     DownloadDeferred {
         /// Model version.
@@ -146,6 +154,17 @@ pub enum AgentEvent {
         to: Option<u64>,
         /// Why.
         reason: String,
+    },
+    /// A shadow candidate was downloaded, verified and loaded; it runs beside the active model
+    /// (its results are never used).
+    ShadowInstalled {
+        /// Model version.
+        version: u64,
+    },
+    /// The assignment no longer names a shadow candidate; the installed one was dropped.
+    ShadowCleared {
+        /// Model version.
+        version: u64,
     },
     /// A telemetry batch was acknowledged.
     Uploaded {
@@ -205,14 +224,54 @@ fn read_floor(path: &Path) -> Result<u64> {
         .map_or(0, u64::from_le_bytes))
 }
 
+/// Acknowledged records' cursor is made durable at least this often (see
+/// [`TelemetryQueue::ack_through_deferred`]); at most this much acknowledged telemetry is sent
+/// again after a crash (and stored once by the backend).
+const ACK_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// The file naming the installed shadow candidate.
+const SHADOW_STATE: &str = "shadow.state";
+
+/// The shadow candidate recorded in `path`, if any (a damaged file is logged and ignored: the
+/// next sync names the candidate again).
+fn read_shadow(path: &Path) -> Option<ModelRef> {
+    match fsutil::read_state_file(path) {
+        Ok(Some(b)) if b.len() == 40 => {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&b[..8]);
+            let mut sha = [0u8; 32];
+            sha.copy_from_slice(&b[8..]);
+            Some(ModelRef {
+                version: u64::from_le_bytes(v),
+                sha256: sha,
+            })
+        }
+        Ok(Some(_)) | Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "shadow state unreadable; ignored");
+            None
+        }
+    }
+}
+
 /// The sync agent of one device.
 pub struct Agent {
     cfg: AgentConfig,
     store: ModelStore,
     queue: Arc<Mutex<TelemetryQueue>>,
     slot: Arc<ModelSlot>,
+    shadow_slot: Arc<ModelSlot>,
+    /// The installed shadow candidate (persisted in `shadow.state`).
+    shadow: Option<ModelRef>,
     floor: u64,
-    refused: HashSet<(u64, [u8; 32])>,
+    refusals: Refusals,
+    /// Reused buffer of the records being uploaded.
+    raw: RawBatch,
+    /// When acknowledgements were last made durable.
+    last_ack_flush: Instant,
+    /// Records up to this sequence number are decoded in full before upload (set when the
+    /// server refused a batch as malformed).
+    strict_through: Option<u64>,
     counters: Arc<AgentCounters>,
     new_events: Arc<Notify>,
     emit: Box<dyn Fn(AgentEvent) + Send>,
@@ -228,11 +287,20 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// What a download is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The model to run.
+    Active,
+    /// The candidate to run in shadow.
+    Shadow,
+}
+
 struct DownloadState {
+    role: Role,
     exchange: ExchangeId,
     version: u64,
     signed: SignedModelMetadata,
-    claims: MetadataClaims,
     download: Download,
     since_checkpoint: u64,
 }
@@ -272,6 +340,7 @@ impl Agent {
         cfg: AgentConfig,
         queue: Arc<Mutex<TelemetryQueue>>,
         slot: Arc<ModelSlot>,
+        shadow_slot: Arc<ModelSlot>,
         counters: Arc<AgentCounters>,
         new_events: Arc<Notify>,
         emit: Box<dyn Fn(AgentEvent) + Send>,
@@ -306,13 +375,36 @@ impl Agent {
                 }
             }
         }
+        let refusals = Refusals::open(&cfg.dir.join("refused.state"));
+        // The shadow candidate installed before, if its blob is still there and still loads.
+        let shadow = read_shadow(&cfg.dir.join(SHADOW_STATE)).filter(|m| {
+            match store.read_blob(&m.sha256).map_err(|e| e.to_string()).and_then(|b| self_check(&b)) {
+                Ok(model) => {
+                    shadow_slot.swap(LoadedModel {
+                        version: m.version,
+                        sha256: m.sha256,
+                        model,
+                    });
+                    true
+                }
+                Err(reason) => {
+                    tracing::warn!(version = m.version, %reason, "shadow candidate no longer loads; dropped");
+                    false
+                }
+            }
+        });
         Ok(Agent {
             cfg,
             store,
             queue,
             slot,
+            shadow_slot,
+            shadow,
             floor,
-            refused: HashSet::new(),
+            refusals,
+            raw: RawBatch::default(),
+            last_ack_flush: Instant::now(),
+            strict_through: None,
             counters,
             new_events,
             emit,
@@ -416,6 +508,9 @@ impl Agent {
                 "{e}; connection closed: {reason}"
             )));
         }
+        if let Err(e) = lock(&self.queue).flush_acks() {
+            tracing::warn!(error = %e, "could not persist acknowledgements");
+        }
         // Whatever happened, make the bytes downloaded so far durable for the next session.
         if let Some(mut d) = s.download.take() {
             let _ = d.download.checkpoint();
@@ -468,12 +563,24 @@ impl Agent {
                 }
                 () = new_events.notified() => {}
                 _ = tick.tick() => {
+                    if self.last_ack_flush.elapsed() >= ACK_FLUSH_EVERY {
+                        self.last_ack_flush = Instant::now();
+                        lock(&self.queue).flush_acks()?;
+                    }
                     let now = s.now();
                     if s.client.poll_timeout().is_some_and(|t| t <= now) {
                         s.client.handle_timeout(now);
                     }
                 }
                 e = s.conn.closed() => {
+                    // Closed as malformed while a batch was in flight: send those records
+                    // again only after decoding each in full.
+                    if let quinn::ConnectionError::ApplicationClosed(c) = &e
+                        && c.error_code == quinn::VarInt::from(u32::from(sextant_proto::ErrorCode::MALFORMED.0))
+                        && let Some((_, seqs)) = &s.upload
+                    {
+                        self.strict_through = seqs.last().copied();
+                    }
                     s.client.handle_connection_lost();
                     while let Some(ev) = s.client.poll_event() {
                         let _ = self.on_event(s, ev, &mut connected);
@@ -514,7 +621,7 @@ impl Agent {
             let active = self.store.active();
             let request = SyncRequest {
                 active: active.map(|m| sextant_proto::ModelVersion(m.version)),
-                shadowing: None,
+                shadowing: self.shadow.map(|m| sextant_proto::ModelVersion(m.version)),
                 floor: sextant_proto::ModelVersion(self.floor),
                 rolled_back_from: self.rolled_back_from.map(sextant_proto::ModelVersion),
             };
@@ -529,52 +636,67 @@ impl Agent {
                 .map_or(0, |w| w.max_batch_records as usize)
                 .min(self.cfg.batch_records)
                 .max(1);
-            let (records, dropped) = {
+            let dropped = {
                 let q = lock(&self.queue);
                 if q.stats().items == 0 {
                     return Ok(());
                 }
-                (q.peek_batch(max, 512 << 10)?, q.stats().dropped)
+                q.peek_raw(max, 512 << 10, &mut self.raw)?;
+                q.stats().dropped
             };
-            let device = DeviceId::new(self.cfg.device_id.clone())?;
-            let mut sent = Vec::with_capacity(records.len());
-            let mut out = Vec::with_capacity(records.len());
+            // Bodies go out as stored (CBOR of a `RecordBody`), spliced into the frame. Each is
+            // checked to be one well-formed CBOR item; after the server refused a batch as
+            // malformed, records up to that batch's end are fully decoded first (`strict`).
+            let strict = self
+                .strict_through
+                .is_some_and(|t| self.raw.records.first().is_some_and(|r| r.sequence <= t));
+            let mut sent = Vec::with_capacity(self.raw.records.len());
             let mut undecodable_through = None;
-            for r in &records {
-                match ciborium::from_reader::<RecordBody, _>(r.payload.as_slice()) {
-                    Ok(body) => {
-                        sent.push(r.sequence);
-                        out.push(TelemetryRecord {
-                            device: device.clone(),
-                            sequence: r.sequence,
-                            recorded_at_ms: r.recorded_at_ms,
-                            body,
-                        });
-                    }
-                    Err(_) if sent.is_empty() => undecodable_through = Some(r.sequence),
-                    Err(_) => break,
+            for r in &self.raw.records {
+                let body = self.raw.payload(r);
+                let ok = if strict {
+                    ciborium::from_reader::<RecordBody, _>(body).is_ok()
+                } else {
+                    sextant_proto::check_item(body).is_ok()
+                };
+                if ok {
+                    sent.push(r.clone());
+                } else if sent.is_empty() {
+                    undecodable_through = Some(r.sequence);
+                } else {
+                    break;
                 }
             }
             if let Some(seq) = undecodable_through {
-                // A record this build cannot decode can never be sent; drop it rather than stall.
+                // A record that cannot be sent would stall the queue forever: drop it.
+                tracing::warn!(
+                    through = seq,
+                    "dropping telemetry records that do not decode"
+                );
                 lock(&self.queue).ack_through(seq)?;
             }
-            if out.is_empty() {
+            if sent.is_empty() {
                 return Ok(());
             }
-            let batch = TelemetryBatch {
-                batch_id: sent[0],
-                records: out,
-                dropped: DropCounters {
-                    by_items: dropped.by_items,
-                    by_bytes: dropped.by_bytes,
-                    by_age: dropped.by_age,
-                    by_handoff: dropped.by_handoff,
-                },
+            let records: Vec<EncodedRecord<'_>> = sent
+                .iter()
+                .map(|r| EncodedRecord {
+                    sequence: r.sequence,
+                    recorded_at_ms: r.recorded_at_ms,
+                    body: self.raw.payload(r),
+                })
+                .collect();
+            let drops = DropCounters {
+                by_items: dropped.by_items,
+                by_bytes: dropped.by_bytes,
+                by_age: dropped.by_age,
+                by_handoff: dropped.by_handoff,
             };
             let now = s.now();
-            let id = s.client.upload_telemetry(now, batch)?;
-            s.upload = Some((id, sent));
+            let id =
+                s.client
+                    .upload_telemetry_encoded(now, records[0].sequence, &records, &drops)?;
+            s.upload = Some((id, sent.iter().map(|r| r.sequence).collect()));
         }
         Ok(())
     }
@@ -601,9 +723,17 @@ impl Agent {
                     .min(self.cfg.sync_interval);
                 s.next_sync = Instant::now() + interval;
                 self.rolled_back_from = None;
-                if let Some(signed) = metadata.into_iter().next() {
+                let find = |v: sextant_proto::ModelVersion| {
+                    metadata.iter().find(|m| m.metadata.version == v).cloned()
+                };
+                let shadow = assignment
+                    .shadow
+                    .filter(|v| *v != assignment.model)
+                    .and_then(find);
+                if let Some(signed) = find(assignment.model) {
                     self.on_assignment(s, signed)?;
                 }
+                self.on_shadow_assignment(s, shadow)?;
             }
             ClientEvent::Chunk { exchange, chunk } => {
                 if let Some(d) = s.download.as_mut().filter(|d| d.exchange == exchange) {
@@ -622,9 +752,12 @@ impl Agent {
             ClientEvent::DownloadComplete { exchange, .. } => {
                 if let Some(d) = s.download.take_if(|d| d.exchange == exchange) {
                     let version = d.version;
-                    match d.download.finish() {
-                        Ok(sha) => self.activate(version, sha, &d.signed),
-                        Err(e) => self.refuse(version, d.claims.sha256, e.to_string()),
+                    match (d.download.finish(), d.role) {
+                        (Ok(sha), Role::Active) => self.activate(version, sha, &d.signed),
+                        (Ok(sha), Role::Shadow) => self.install_shadow(version, sha),
+                        (Err(e), _) => {
+                            self.refuse(RefusalKind::Content, &d.signed, e.to_string());
+                        }
                     }
                     s.next_sync = Instant::now();
                 }
@@ -644,7 +777,7 @@ impl Agent {
                         }
                     }
                     if let Some(t) = through {
-                        let n = lock(&self.queue).ack_through(t)?;
+                        let n = lock(&self.queue).ack_through_deferred(t)?;
                         self.counters.acked.fetch_add(n, Ordering::Relaxed);
                     }
                     self.counters
@@ -685,13 +818,40 @@ impl Agent {
                             Instant::now() + Duration::from_millis(500).min(self.cfg.sync_interval);
                     }
                     ExchangeKind::Download => {
+                        let retry = match &failure {
+                            ExchangeFailure::Remote(e) => {
+                                e.retry_after_s.map(|r| Duration::from_secs(u64::from(r)))
+                            }
+                            _ => None,
+                        };
                         if let Some(mut d) = s.download.take_if(|d| d.exchange == exchange) {
                             d.download.checkpoint()?;
+                            (self.emit)(AgentEvent::DownloadFailed {
+                                version: d.version,
+                                reason: match &failure {
+                                    ExchangeFailure::Remote(e) => {
+                                        format!("server error {}: {}", e.code.0, e.message)
+                                    }
+                                    other => format!("{other:?}"),
+                                },
+                            });
                         }
-                        s.next_sync = Instant::now() + Duration::from_millis(200);
+                        // A cut resumes soon; a server that says when to come back is obeyed
+                        // (capped by the sync interval).
+                        s.next_sync = Instant::now()
+                            + retry.map_or(Duration::from_millis(200), |r| {
+                                r.min(self.cfg.sync_interval.max(Duration::from_millis(200)))
+                            });
                     }
                     ExchangeKind::Telemetry => {
-                        if s.upload.as_ref().is_some_and(|(id, _)| *id == exchange) {
+                        if let Some((id, seqs)) =
+                            s.upload.as_ref().filter(|(id, _)| *id == exchange)
+                        {
+                            let _ = id;
+                            if matches!(&failure, ExchangeFailure::Remote(e) if e.code == sextant_proto::ErrorCode::MALFORMED)
+                            {
+                                self.strict_through = seqs.last().copied();
+                            }
                             s.upload = None;
                             self.counters
                                 .upload_failures
@@ -712,9 +872,12 @@ impl Agent {
         Ok(())
     }
 
-    fn refuse(&mut self, version: u64, sha256: [u8; 32], reason: String) {
+    fn refuse(&mut self, kind: RefusalKind, signed: &SignedModelMetadata, reason: String) {
+        let version = signed.metadata.version.0;
         tracing::warn!(version, %reason, "model refused");
-        self.refused.insert((version, sha256));
+        if let Err(e) = self.refusals.insert(kind, signed) {
+            tracing::error!(error = %e, "could not persist the refusal");
+        }
         self.counters.model_settled.store(true, Ordering::Relaxed);
         (self.emit)(AgentEvent::Refused { version, reason });
     }
@@ -732,7 +895,7 @@ impl Agent {
             self.counters.model_settled.store(true, Ordering::Relaxed);
             return Ok(());
         }
-        if self.refused.contains(&(version, sha)) || self.store.last_refused() == Some(target) {
+        if self.refusals.is_refused(&signed) || self.store.last_refused() == Some(target) {
             self.counters.model_settled.store(true, Ordering::Relaxed);
             return Ok(());
         }
@@ -740,7 +903,7 @@ impl Agent {
         let claims = match check_signed_metadata(&signed, &self.cfg.pinned, unix_s(), self.floor) {
             Ok(c) => c,
             Err(e) => {
-                self.refuse(version, sha, e.to_string());
+                self.refuse(RefusalKind::Metadata, &signed, e.to_string());
                 return Ok(());
             }
         };
@@ -767,7 +930,7 @@ impl Agent {
         if offset >= claims.length {
             match download.finish() {
                 Ok(sha) => self.activate(version, sha, &signed),
-                Err(e) => self.refuse(version, sha, e.to_string()),
+                Err(e) => self.refuse(RefusalKind::Content, &signed, e.to_string()),
             }
             return Ok(());
         }
@@ -780,14 +943,155 @@ impl Agent {
             length: claims.length,
         });
         s.download = Some(DownloadState {
+            role: Role::Active,
             exchange,
             version,
-            claims,
             signed,
             download,
             since_checkpoint: 0,
         });
         Ok(())
+    }
+
+    /// The shadow half of a sync: installs the candidate the assignment names (download,
+    /// verification and self-check exactly as for the active model, but never activated), or
+    /// drops the installed one when the assignment names none. Waits while the active model
+    /// downloads (the next sync comes back to it).
+    fn on_shadow_assignment(
+        &mut self,
+        s: &mut Session,
+        signed: Option<SignedModelMetadata>,
+    ) -> Result<()> {
+        let Some(signed) = signed else {
+            self.clear_shadow();
+            return Ok(());
+        };
+        if s.download.is_some() {
+            self.counters.model_settled.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
+        let m = &signed.metadata;
+        let (version, sha) = (m.version.0, m.sha256.0);
+        let target = ModelRef {
+            version,
+            sha256: sha,
+        };
+        if self.shadow == Some(target) {
+            return Ok(());
+        }
+        if self.store.active() == Some(target) {
+            // The candidate is what runs already: nothing to compare.
+            self.clear_shadow();
+            return Ok(());
+        }
+        if self.refusals.is_refused(&signed) {
+            return Ok(());
+        }
+        let claims = match check_signed_metadata(&signed, &self.cfg.pinned, unix_s(), self.floor) {
+            Ok(c) => c,
+            Err(e) => {
+                self.refuse(RefusalKind::Metadata, &signed, e.to_string());
+                return Ok(());
+            }
+        };
+        if self.store.has_blob(&sha) {
+            self.install_shadow(version, sha);
+            return Ok(());
+        }
+        let download = self.store.begin_download(sha, claims.length)?;
+        let offset = download.offset();
+        let decision = may_start_download(
+            &self.cfg.conditions,
+            &self.cfg.download_policy,
+            claims.length - offset,
+            false,
+        );
+        if decision != DownloadDecision::Allow {
+            (self.emit)(AgentEvent::DownloadDeferred {
+                version,
+                reason: format!("{decision:?}"),
+            });
+            return Ok(());
+        }
+        if offset >= claims.length {
+            match download.finish() {
+                Ok(sha) => self.install_shadow(version, sha),
+                Err(e) => self.refuse(RefusalKind::Content, &signed, e.to_string()),
+            }
+            return Ok(());
+        }
+        self.counters.model_settled.store(false, Ordering::Relaxed);
+        let now = s.now();
+        let exchange = s.client.start_download(now, m, offset)?;
+        s.download_exchanges.insert(exchange);
+        (self.emit)(AgentEvent::DownloadStarted {
+            version,
+            offset,
+            length: claims.length,
+        });
+        s.download = Some(DownloadState {
+            role: Role::Shadow,
+            exchange,
+            version,
+            signed,
+            download,
+            since_checkpoint: 0,
+        });
+        Ok(())
+    }
+
+    /// Loads an installed (verified) blob as the shadow candidate: self-check, then the shadow
+    /// slot and `shadow.state`. A candidate that fails to load is refused for good.
+    fn install_shadow(&mut self, version: u64, sha256: [u8; 32]) {
+        let loaded = self
+            .store
+            .read_blob(&sha256)
+            .map_err(|e| e.to_string())
+            .and_then(|b| self_check(&b));
+        match loaded {
+            Ok(model) => {
+                let mut state = version.to_le_bytes().to_vec();
+                state.extend_from_slice(&sha256);
+                if let Err(e) = fsutil::write_state_file(&self.cfg.dir.join(SHADOW_STATE), &state) {
+                    tracing::error!(error = %e, "could not persist the shadow candidate");
+                }
+                self.shadow_slot.swap(LoadedModel {
+                    version,
+                    sha256,
+                    model,
+                });
+                self.shadow = Some(ModelRef { version, sha256 });
+                (self.emit)(AgentEvent::ShadowInstalled { version });
+            }
+            Err(reason) => {
+                if let Err(e) = self.refusals.insert_content(version, sha256) {
+                    tracing::error!(error = %e, "could not persist the refusal");
+                }
+                (self.emit)(AgentEvent::Refused {
+                    version,
+                    reason: format!("shadow candidate failed its self-check: {reason}"),
+                });
+            }
+        }
+    }
+
+    /// Stops shadowing (the assignment names no candidate any more).
+    fn clear_shadow(&mut self) {
+        let Some(old) = self.shadow.take() else {
+            return;
+        };
+        self.shadow_slot.clear();
+        if let Err(e) = std::fs::remove_file(self.cfg.dir.join(SHADOW_STATE))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, "could not remove the shadow state");
+        }
+        if let Err(e) = self.store.collect_garbage_except(&[]) {
+            tracing::warn!(error = %e, "blob garbage collection failed");
+        }
+        (self.emit)(AgentEvent::ShadowCleared {
+            version: old.version,
+        });
     }
 
     /// Activates an installed blob through the store's trial + self-check; swaps the slot only
@@ -814,7 +1118,8 @@ impl Agent {
                         Err(e) => tracing::error!(error = %e, "could not persist the floor"),
                     }
                 }
-                if let Err(e) = self.store.collect_garbage() {
+                let keep: Vec<[u8; 32]> = self.shadow.iter().map(|m| m.sha256).collect();
+                if let Err(e) = self.store.collect_garbage_except(&keep) {
                     tracing::warn!(error = %e, "blob garbage collection failed");
                 }
                 self.counters.model_settled.store(true, Ordering::Relaxed);
@@ -825,7 +1130,9 @@ impl Agent {
                 self.counters.model_settled.store(true, Ordering::Relaxed);
             }
             (Err(e), _) => {
-                self.refused.insert((version, sha256));
+                if let Err(pe) = self.refusals.insert_content(version, sha256) {
+                    tracing::error!(error = %pe, "could not persist the refusal");
+                }
                 self.rolled_back_from = Some(version);
                 self.counters.model_settled.store(true, Ordering::Relaxed);
                 (self.emit)(AgentEvent::RolledBack {

@@ -1,6 +1,11 @@
 //! A simulated device around [`Agent`]: a frame path that produces localisation events at a
 //! set rate through the lock-free hand-off, the drain thread that appends them to the durable
 //! queue, and the agent's QUIC loop. `sextant agent run` is this.
+//!
+//! When the assignment names a shadow candidate and the agent has installed it, each simulated
+//! frame also runs a few patches through both models (real descriptor runs, timed) and every
+//! [`SimConfig::shadow_window`] frames a [`sextant_proto::ShadowReport`] goes into the same
+//! telemetry queue (see `ShadowRun` for what is simulated and what is measured).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,13 +16,15 @@ use sextant_proto::{
     ComputeBackend, FailureReason, Label, LocalizationEvent, ModelVersion, Outcome, PoseSource,
     RecordBody, SliceKeys, StageTimings,
 };
+use sextant_runtime::descriptor::PATCH_PIXELS;
 use tokio::sync::Notify;
 
 use crate::error::{AgentError, Result};
 use crate::handoff::Handoff;
 use crate::queue::{QueueConfig, TelemetryQueue};
 use crate::runner::{Agent, AgentConfig, AgentCounters, AgentEvent, unix_ms};
-use crate::slot::ModelSlot;
+use crate::shadow::{PairScratch, ShadowSample, ShadowWindow, describe_pair};
+use crate::slot::{LoadedModel, ModelSlot};
 
 /// Capacity of the simulated frame path's ring (items: one less).
 pub const RING: usize = 4096;
@@ -38,6 +45,8 @@ pub struct SimConfig {
     pub exit_when_idle: bool,
     /// Exit after this long regardless.
     pub run_for: Option<Duration>,
+    /// Frames per shadow report while a shadow candidate is installed.
+    pub shadow_window: u32,
 }
 
 /// What a simulated device reports.
@@ -69,6 +78,8 @@ pub struct SimSummary {
     pub dropped: [u64; 4],
     /// Active model version.
     pub active: Option<u64>,
+    /// Shadow candidate version, if one is installed.
+    pub shadow: Option<u64>,
     /// Rollback floor.
     pub floor: u64,
     /// Process CPU time (user + system), ms.
@@ -79,17 +90,23 @@ pub struct SimSummary {
 
 /// CPU time of this process (user + system) in milliseconds, from `/proc/self/stat`.
 pub fn process_cpu_ms() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0;
-    };
+    cpu_ms_of_stat("/proc/self/stat").unwrap_or(0)
+}
+
+/// CPU time (user + system, ms) of process `pid`, from `/proc/<pid>/stat`; `None` if it cannot
+/// be read.
+pub fn cpu_ms_of(pid: u32) -> Option<u64> {
+    cpu_ms_of_stat(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_ms_of_stat(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
     // `rest` starts at field 3 (state), so field n is at index n - 3. USER_HZ is 100 on Linux.
-    (ticks(11) + ticks(12)) * 10
+    Some((ticks(11)? + ticks(12)?) * 10)
 }
 
 fn event(i: u64, model: u64, device_class: &Label) -> LocalizationEvent {
@@ -124,6 +141,97 @@ fn event(i: u64, model: u64, device_class: &Label) -> LocalizationEvent {
     }
 }
 
+fn slice_keys(device_class: &Label) -> SliceKeys {
+    SliceKeys {
+        device_class: device_class.clone(),
+        app_version: Label::new("sim-1.0").unwrap_or_else(|_| device_class.clone()),
+        backend: ComputeBackend::Cpu,
+        region: None,
+    }
+}
+
+/// Patches per simulated frame that both models describe in a shadow run.
+const SHADOW_PATCHES: usize = 4;
+
+/// Below this mean descriptor agreement (cosine) the candidate is taken not to localise a frame
+/// the baseline localised.
+const SHADOW_AGREEMENT: f32 = 0.9;
+
+/// The shadow side of the simulated frame path. The simulation has no scene, so "localised"
+/// is simulated: the baseline localises the frames the simulated event says it does, and the
+/// candidate those of them on which its descriptors of the frame's patches agree with the
+/// baseline's (mean cosine ≥ [`SHADOW_AGREEMENT`]). The latencies are real: both models run on
+/// the same [`SHADOW_PATCHES`] patches per frame. There are no poses, so the pose differences
+/// are reported as 0.
+#[derive(Default)]
+struct ShadowRun {
+    window: Option<ShadowWindow>,
+    scratch: PairScratch,
+    patches: Vec<u8>,
+}
+
+impl ShadowRun {
+    /// Runs frame `i` through both models if a candidate is installed; returns a report when a
+    /// window is full or the model pair changed.
+    fn frame(
+        &mut self,
+        i: u64,
+        baseline: Option<&LoadedModel>,
+        candidate: Option<&LoadedModel>,
+        ev: &LocalizationEvent,
+        window_len: usize,
+        slice: &SliceKeys,
+    ) -> Option<sextant_proto::ShadowReport> {
+        let (Some(b), Some(c)) = (baseline, candidate) else {
+            return self.flush(slice);
+        };
+        let mut report = None;
+        if self
+            .window
+            .as_ref()
+            .is_some_and(|w| w.pair() != (b.version, c.version))
+        {
+            report = self.flush(slice);
+        }
+        let w = self
+            .window
+            .get_or_insert_with(|| ShadowWindow::new(b.version, c.version));
+        self.patches.clear();
+        self.patches
+            .extend((0..SHADOW_PATCHES * PATCH_PIXELS).map(|k| {
+                let k = k as u64;
+                ((k * 7 + i * 13 + (k / 32) * (i % 5 + 1)) % 251) as u8
+            }));
+        let baseline_localized = matches!(ev.outcome, Outcome::Localized { .. });
+        match describe_pair(
+            &b.model,
+            &c.model,
+            &self.patches,
+            SHADOW_PATCHES,
+            &mut self.scratch,
+        ) {
+            Ok(run) => w.push(ShadowSample {
+                baseline_localized,
+                candidate_localized: baseline_localized && run.agreement >= SHADOW_AGREEMENT,
+                translation_diff_m: 0.0,
+                rotation_diff_rad: 0.0,
+                baseline_us: run.baseline_us,
+                candidate_us: run.candidate_us,
+            }),
+            Err(e) => tracing::warn!(error = %e, "shadow run failed"),
+        }
+        if w.frames() >= window_len {
+            return report.or_else(|| self.flush(slice));
+        }
+        report
+    }
+
+    /// The report of the frames not yet reported.
+    fn flush(&mut self, slice: &SliceKeys) -> Option<sextant_proto::ShadowReport> {
+        self.window.take().and_then(|mut w| w.take_report(slice))
+    }
+}
+
 /// Runs a simulated device until idle (with `exit_when_idle`), `run_for`, or SIGINT.
 pub fn run_blocking(
     cfg: SimConfig,
@@ -137,6 +245,7 @@ pub fn run_blocking(
         cfg.queue.clone(),
     )?));
     let slot = Arc::new(ModelSlot::new());
+    let shadow_slot = Arc::new(ModelSlot::new());
     let counters = Arc::new(AgentCounters::default());
     let new_events = Arc::new(Notify::new());
     let stop = Arc::new(Notify::new());
@@ -145,6 +254,7 @@ pub fn run_blocking(
         cfg.agent.clone(),
         Arc::clone(&queue),
         Arc::clone(&slot),
+        Arc::clone(&shadow_slot),
         Arc::clone(&counters),
         Arc::clone(&new_events),
         Box::new(move |e| emit_agent(SimEvent::Agent(e))),
@@ -152,7 +262,7 @@ pub fn run_blocking(
     let floor_at_start = agent.floor();
 
     // The frame path and the drain, on their own threads (the camera thread never waits).
-    let ring: &'static mut Handoff<LocalizationEvent, RING> = Box::leak(Box::default());
+    let ring: &'static mut Handoff<RecordBody, RING> = Box::leak(Box::default());
     let (mut tap, mut drain) = ring.split();
     let generated_all = Arc::new(AtomicBool::new(cfg.events_total == 0));
     let drained_all = Arc::new(AtomicBool::new(cfg.events_total == 0));
@@ -160,25 +270,52 @@ pub fn run_blocking(
     let class = Label::new(cfg.agent.device_class.clone())?;
     {
         let slot = Arc::clone(&slot);
+        let shadow_slot = Arc::clone(&shadow_slot);
         let generated_all = Arc::clone(&generated_all);
         let (total, rate) = (cfg.events_total, cfg.events_per_sec);
+        let window_len = cfg.shadow_window.max(1) as usize;
         std::thread::Builder::new()
             .name("sim-frames".into())
             .spawn(move || {
                 let start = Instant::now();
+                let mut shadow = ShadowRun::default();
+                let slice = slice_keys(&class);
                 for i in 0..total {
-                    let model = slot.version().unwrap_or(0);
-                    if rate == 0 {
-                        while !tap.has_room() {
-                            std::thread::sleep(Duration::from_micros(200));
+                    let model = slot.current();
+                    let version = model.as_ref().map_or(0, |m| m.version);
+                    let ev = event(i, version, &class);
+                    let report = shadow.frame(
+                        i,
+                        model.as_deref(),
+                        shadow_slot.current().as_deref(),
+                        &ev,
+                        window_len,
+                        &slice,
+                    );
+                    let mut push = |body: RecordBody| {
+                        if rate == 0 {
+                            while !tap.has_room() {
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
                         }
-                    } else if i.is_multiple_of(64) {
+                        tap.push(body);
+                    };
+                    if let Some(r) = report {
+                        push(RecordBody::Shadow(r));
+                    }
+                    if rate != 0 && i.is_multiple_of(64) {
                         let due = Duration::from_secs_f64(i as f64 / rate as f64);
                         if let Some(wait) = due.checked_sub(start.elapsed()) {
                             std::thread::sleep(wait);
                         }
                     }
-                    tap.push(event(i, model, &class));
+                    push(RecordBody::Localization(ev));
+                }
+                if let Some(r) = shadow.flush(&slice) {
+                    while !tap.has_room() {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    tap.push(RecordBody::Shadow(r));
                 }
                 generated_all.store(true, Ordering::Release);
             })
@@ -201,9 +338,8 @@ pub fn run_blocking(
                         let mut q = queue
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        drain.drain_into(&mut q, 2048, unix_ms(), |ev, out| {
-                            let body = RecordBody::Localization(ev.clone());
-                            let _ = ciborium::into_writer(&body, out);
+                        drain.drain_into(&mut q, 2048, unix_ms(), |body, out| {
+                            let _ = ciborium::into_writer(body, out);
                         })
                     };
                     match n {
@@ -277,10 +413,13 @@ pub fn run_blocking(
         }
     });
     result?;
-    let st = queue
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .stats();
+    let st = {
+        let mut q = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        q.flush_acks()?;
+        q.stats()
+    };
     let floor = crate::fsutil::read_state_file(&cfg.agent.dir.join("agent.state"))?
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map_or(floor_at_start, u64::from_le_bytes);
@@ -296,6 +435,7 @@ pub fn run_blocking(
             st.dropped.by_handoff,
         ],
         active: slot.version(),
+        shadow: shadow_slot.version(),
         floor,
         cpu_ms: process_cpu_ms(),
         download_bytes: counters.download_bytes.load(Ordering::Relaxed),

@@ -44,6 +44,11 @@ impl ModelSlot {
         self.current.load().as_ref().map(|m| m.version)
     }
 
+    /// Empties the slot (the next frame sees no model); returns the previous one.
+    pub fn clear(&self) -> Option<Arc<LoadedModel>> {
+        self.current.swap(None)
+    }
+
     /// Makes `model` the one the next frame uses; returns the previous one.
     pub fn swap(&self, model: LoadedModel) -> Option<Arc<LoadedModel>> {
         self.current.swap(Some(Arc::new(model)))

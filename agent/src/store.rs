@@ -351,10 +351,18 @@ impl ModelStore {
     /// Call it after an activation settles, not while a downloaded model awaits activation
     /// (that blob is neither active nor last known good yet, and would be deleted).
     pub fn collect_garbage(&self) -> Result<usize> {
+        self.collect_garbage_except(&[])
+    }
+
+    /// [`ModelStore::collect_garbage`], also keeping the blobs named in `also_keep` (e.g. a
+    /// shadow candidate).
+    pub fn collect_garbage_except(&self, also_keep: &[[u8; 32]]) -> Result<usize> {
         let keep: Vec<PathBuf> = [self.state.active, self.state.last_known_good]
             .into_iter()
             .flatten()
-            .map(|m| self.blob_path(&m.sha256))
+            .map(|m| m.sha256)
+            .chain(also_keep.iter().copied())
+            .map(|sha| self.blob_path(&sha))
             .collect();
         let base = self.root.join("blobs").join("sha256");
         let mut n = 0;

@@ -24,6 +24,7 @@ fn row(device: usize, seq: u64) -> TelemetryRow {
         sequence: seq,
         recorded_at_ms: 1_700_000_000_000 + seq as i64,
         payload: vec![(seq % 251) as u8; PAYLOAD],
+        shadow: None,
     }
 }
 

@@ -526,15 +526,32 @@ pub fn server_tls_config(
     server_cert: &Path,
     server_key: &Path,
 ) -> Result<rustls::ServerConfig> {
+    server_tls_config_with(client_verifier(ca_cert, crl)?, server_cert, server_key)
+}
+
+/// The verifier of device certificates that [`server_tls_config`] installs: chained to the
+/// fleet CA at `ca_cert`, not revoked by the CRL at `crl`. The server keeps it to re-check the
+/// certificates of connections already open when the CRL changes.
+pub fn client_verifier(
+    ca_cert: &Path,
+    crl: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
     let crls = CertificateRevocationListDer::pem_file_iter(crl)
         .map_err(|e| parse_err("CRL PEM")(format!("{}: {e}", crl.display())))?
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| parse_err("CRL PEM")(format!("{}: {e}", crl.display())))?;
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca_cert)?, provider())
-            .with_crls(crls)
-            .build()
-            .map_err(|e| PkiError::Verifier(e.to_string()))?;
+    rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca_cert)?, provider())
+        .with_crls(crls)
+        .build()
+        .map_err(|e| PkiError::Verifier(e.to_string()))
+}
+
+/// [`server_tls_config`] with a verifier built by [`client_verifier`].
+pub fn server_tls_config_with(
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    server_cert: &Path,
+    server_key: &Path,
+) -> Result<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

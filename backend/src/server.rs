@@ -4,9 +4,11 @@
 //!
 //! - One quinn endpoint (TLS 1.3, rustls with the ring provider, ALPN `sextant/1`). Devices
 //!   authenticate with client certificates chained to the fleet CA; the CRL is consulted during
-//!   the TLS handshake. Before accepting each incoming connection the server stats `crl.pem`
-//!   (inode, size, mtime) and, if it changed, rebuilds its TLS configuration, so a device revoked
-//!   with `sextant backend revoke` is refused from its next connection on without a restart.
+//!   the TLS handshake. The server watches `crl.pem` (inode, size, mtime; every 250 ms and
+//!   before each accept) and, when it changed, rebuilds its TLS configuration and re-verifies
+//!   the certificate of every open connection with the new verifier: a device revoked with
+//!   `sextant backend revoke` loses its open connection (closed with `UNAUTHENTICATED`) and is
+//!   refused from then on, without a restart.
 //! - One [`sextant_proto::Server`] per connection behind a mutex; one task per
 //!   client-opened bidirectional stream (one exchange). A task feeds the bytes it reads into the
 //!   state machine, answers the events of its own exchange (sync, download, telemetry) and writes
@@ -42,7 +44,9 @@ use sextant_proto::{
 use crate::error::{BackendError, Result};
 use crate::pki;
 use crate::registry;
-use crate::store::{BlobStore, Durability, IngestOutcome, SqliteStore, StoreError, TelemetryRow};
+use crate::store::{
+    BlobStore, Durability, IngestOutcome, ShadowFigures, SqliteStore, StoreError, TelemetryRow,
+};
 
 /// QUIC application error code used when closing a connection without a protocol error code
 /// (e.g. the server shutting down).
@@ -69,9 +73,6 @@ pub struct ServeConfig {
     pub durability: Durability,
     /// Most events stored in one ingest transaction (group commit).
     pub max_events_per_commit: usize,
-    /// Fault injection for tests of the device's checks: serve every model with one byte flipped
-    /// (as a compromised mirror would). Never set in production.
-    pub fault_flip_model_byte: bool,
 }
 
 impl ServeConfig {
@@ -93,7 +94,6 @@ impl ServeConfig {
             resync_after_s: 300,
             durability: Durability::Full,
             max_events_per_commit: 20_000,
-            fault_flip_model_byte: false,
         }
     }
 }
@@ -113,6 +113,8 @@ pub struct ServerStats {
     pub commits: AtomicU64,
     /// Model bytes sent.
     pub model_bytes_sent: AtomicU64,
+    /// Open connections closed because their certificate was revoked.
+    pub revoked_closed: AtomicU64,
 }
 
 struct IngestJob {
@@ -120,16 +122,21 @@ struct IngestJob {
     reply: tokio::sync::oneshot::Sender<std::result::Result<IngestOutcome, String>>,
 }
 
-struct CachedModel {
+/// A registered model's signed metadata and the name of its blob.
+struct CachedMeta {
     signed: sextant_proto::SignedModelMetadata,
-    bytes: Arc<Vec<u8>>,
+    sha256: [u8; 32],
 }
 
 type Stamp = Option<(u64, u64, i64, i64)>;
 
+type Verifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
+/// The TLS state: the configuration handed to new connections and the device-certificate
+/// verifier it was built with, both rebuilt when `crl.pem` changes.
 struct Tls {
     config: ServeConfig,
-    current: Mutex<(Stamp, quinn::ServerConfig)>,
+    current: Mutex<(Stamp, quinn::ServerConfig, Verifier)>,
 }
 
 fn file_stamp(path: &Path) -> Stamp {
@@ -138,13 +145,9 @@ fn file_stamp(path: &Path) -> Stamp {
         .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
 }
 
-fn build_server_config(c: &ServeConfig) -> Result<quinn::ServerConfig> {
-    let tls = pki::server_tls_config(
-        &c.ca_dir.join(pki::CA_CERT),
-        &c.ca_dir.join(pki::CRL),
-        &c.server_cert,
-        &c.server_key,
-    )?;
+fn build_server_config(c: &ServeConfig) -> Result<(quinn::ServerConfig, Verifier)> {
+    let verifier = pki::client_verifier(&c.ca_dir.join(pki::CA_CERT), &c.ca_dir.join(pki::CRL))?;
+    let tls = pki::server_tls_config_with(Arc::clone(&verifier), &c.server_cert, &c.server_key)?;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| BackendError::Tls(e.to_string()))?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
@@ -159,40 +162,100 @@ fn build_server_config(c: &ServeConfig) -> Result<quinn::ServerConfig> {
         .receive_window((16u32 << 20).into())
         .send_window(16 << 20);
     sc.transport_config(Arc::new(transport));
-    Ok(sc)
+    Ok((sc, verifier))
 }
 
 impl Tls {
-    /// The configuration for the next connection: rebuilt when `crl.pem` changed on disk.
-    fn current(&self) -> quinn::ServerConfig {
+    /// Rebuilds the configuration if `crl.pem` changed on disk; returns the new verifier when it
+    /// did (the caller then re-checks the connections already open).
+    fn reload_if_changed(&self) -> Option<Verifier> {
         let stamp = file_stamp(&self.config.ca_dir.join(pki::CRL));
-        let mut cur = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cur.0 != stamp {
-            match build_server_config(&self.config) {
-                Ok(sc) => {
-                    tracing::info!("revocation list changed; TLS configuration reloaded");
-                    *cur = (stamp, sc);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not reload the TLS configuration; keeping the old one")
-                }
+        let mut cur = lock(&self.current);
+        if cur.0 == stamp {
+            return None;
+        }
+        match build_server_config(&self.config) {
+            Ok((sc, verifier)) => {
+                tracing::info!("revocation list changed; TLS configuration reloaded");
+                *cur = (stamp, sc, Arc::clone(&verifier));
+                Some(verifier)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not reload the TLS configuration; keeping the old one");
+                None
             }
         }
-        cur.1.clone()
+    }
+
+    /// The configuration for the next connection.
+    fn current(&self) -> quinn::ServerConfig {
+        lock(&self.current).1.clone()
     }
 }
+
+/// An open, authenticated connection, kept so that a revocation can cut it.
+struct LiveConn {
+    device: String,
+    certs: Vec<CertificateDer<'static>>,
+    conn: quinn::Connection,
+}
+
+/// How often the server looks at `crl.pem` between connections.
+const CRL_POLL: Duration = Duration::from_millis(250);
 
 struct Shared {
     config: ServeConfig,
     tls: Tls,
     db: Mutex<SqliteStore>,
     blobs: BlobStore,
-    models: Mutex<HashMap<u64, Arc<CachedModel>>>,
+    /// Signed metadata by model version.
+    models: Mutex<HashMap<u64, Arc<CachedMeta>>>,
+    /// Model bytes by SHA-256, read (and verified against the name) once.
+    model_bytes: Mutex<HashMap<[u8; 32], Arc<Vec<u8>>>>,
     ingest: std::sync::mpsc::Sender<IngestJob>,
     stats: Arc<ServerStats>,
+    /// Open connections by `quinn::Connection::stable_id`.
+    live: Mutex<HashMap<usize, LiveConn>>,
+    /// Dropped with the server: ends the checkpointer thread.
+    _checkpoint_stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Shared {
+    /// Reloads the TLS configuration if the CRL changed and closes every open connection whose
+    /// certificate no longer verifies (revoked) with `UNAUTHENTICATED`.
+    fn check_revocations(&self) {
+        let Some(verifier) = self.tls.reload_if_changed() else {
+            return;
+        };
+        let live = lock(&self.live);
+        for c in live.values() {
+            self.cut_if_revoked(c, verifier.as_ref());
+        }
+    }
+
+    /// Closes `c` with `UNAUTHENTICATED` if its certificate chain fails `verifier`; returns
+    /// whether it did.
+    fn cut_if_revoked(
+        &self,
+        c: &LiveConn,
+        verifier: &dyn rustls::server::danger::ClientCertVerifier,
+    ) -> bool {
+        let Some((leaf, rest)) = c.certs.split_first() else {
+            return false;
+        };
+        match verifier.verify_client_cert(leaf, rest, rustls::pki_types::UnixTime::now()) {
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(device = %c.device, error = %e, "certificate no longer valid; closing its connection");
+                self.stats.revoked_closed.fetch_add(1, Ordering::Relaxed);
+                c.conn.close(
+                    u32::from(ErrorCode::UNAUTHENTICATED.0).into(),
+                    format!("certificate revoked: {e}").as_bytes(),
+                );
+                true
+            }
+        }
+    }
 }
 
 /// A bound server; [`Server::run`] serves until the endpoint is closed.
@@ -230,6 +293,16 @@ impl Server {
         let db_path = config.data_dir.join("sextant.db");
         let reader = SqliteStore::open(&db_path, config.durability)?;
         let mut writer = SqliteStore::open(&db_path, config.durability)?;
+        writer.set_cache_kib(64 << 10)?;
+        let checkpointer = SqliteStore::open(&db_path, config.durability)?;
+        let (checkpoint_stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sextant-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpointer, &stop_rx))
+            .map_err(|source| BackendError::Io {
+                what: "spawn the checkpointer",
+                source,
+            })?;
         let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
         let stats = Arc::new(ServerStats::default());
         let (tx, rx) = std::sync::mpsc::channel::<IngestJob>();
@@ -243,24 +316,35 @@ impl Server {
                 source,
             })?;
         let stamp = file_stamp(&config.ca_dir.join(pki::CRL));
-        let sc = build_server_config(&config)?;
-        let endpoint = quinn::Endpoint::server(sc.clone(), config.listen).map_err(|source| {
-            BackendError::Io {
-                what: "bind the QUIC endpoint",
-                source,
-            }
+        let (sc, verifier) = build_server_config(&config)?;
+        let socket = bind_udp(config.listen).map_err(|source| BackendError::Io {
+            what: "bind the QUIC endpoint",
+            source,
+        })?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(sc.clone()),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| BackendError::Io {
+            what: "bind the QUIC endpoint",
+            source,
         })?;
         let shared = Arc::new(Shared {
             tls: Tls {
                 config: config.clone(),
-                current: Mutex::new((stamp, sc)),
+                current: Mutex::new((stamp, sc, verifier)),
             },
             config,
             db: Mutex::new(reader),
             blobs,
             models: Mutex::new(HashMap::new()),
+            model_bytes: Mutex::new(HashMap::new()),
             ingest: tx,
             stats,
+            live: Mutex::new(HashMap::new()),
+            _checkpoint_stop: checkpoint_stop,
         });
         Ok(Server { endpoint, shared })
     }
@@ -287,7 +371,17 @@ impl Server {
 
     /// Accepts connections until the endpoint is closed.
     pub async fn run(self) {
+        let watcher = {
+            let shared = Arc::clone(&self.shared);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(CRL_POLL).await;
+                    shared.check_revocations();
+                }
+            })
+        };
         while let Some(incoming) = self.endpoint.accept().await {
+            self.shared.check_revocations();
             let shared = Arc::clone(&self.shared);
             tokio::spawn(async move {
                 if let Err(e) = handle_connection(shared.clone(), incoming).await {
@@ -296,8 +390,40 @@ impl Server {
                 }
             });
         }
+        watcher.abort();
         self.endpoint.wait_idle().await;
     }
+}
+
+/// Receive and send buffer asked for on the server's UDP socket. The kernel caps it at
+/// `net.core.rmem_max` / `wmem_max` (4 MiB on the development VM; the default is ~208 KiB).
+/// Every device's packets arrive on this one socket: with the default buffer, a burst of
+/// uploads from many devices overflows it, the kernel drops datagrams, and QUIC's loss recovery
+/// turns each drop into tens to hundreds of milliseconds of acknowledgement latency.
+pub const UDP_BUFFER_BYTES: usize = 16 << 20;
+
+/// Binds the server's UDP socket with [`UDP_BUFFER_BYTES`] buffers (as much as the kernel
+/// grants; what it granted is logged).
+fn bind_udp(listen: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::warn!(error = %e, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::warn!(error = %e, "could not enlarge the UDP send buffer");
+    }
+    socket.bind(&listen.into())?;
+    tracing::info!(
+        recv = socket.recv_buffer_size().unwrap_or(0),
+        send = socket.send_buffer_size().unwrap_or(0),
+        "UDP socket buffers"
+    );
+    Ok(socket.into())
 }
 
 /// Builds a multi-threaded runtime, binds, calls `ready` with the bound address, and serves until
@@ -322,6 +448,27 @@ pub fn serve_blocking(config: ServeConfig, ready: impl FnOnce(SocketAddr)) -> Re
         }
         Ok(())
     })
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on its own connection until `stop`'s sender
+/// is dropped. This does the bulk of the copying beside the ingest writer instead of inside
+/// its commits. The writer keeps SQLite's automatic checkpoint (every 1,000 WAL pages): by then
+/// little is left to copy, and because it runs between the writer's own transactions it
+/// completes, so the next transaction restarts the WAL from its start and the file stays
+/// bounded (a checkpoint on another connection alone never catches up with a writer that
+/// commits continuously).
+fn checkpoint_loop(db: &SqliteStore, stop: &std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
+        if let Err(e) = db.checkpoint() {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+    // A last one, so a cleanly stopped server leaves a short WAL.
+    let _ = db.checkpoint();
 }
 
 fn ingest_writer(
@@ -417,7 +564,7 @@ async fn handle_connection(shared: Arc<Shared>, incoming: quinn::Incoming) -> Re
     let conn = connecting
         .await
         .map_err(|e| BackendError::Tls(format!("handshake failed: {e}")))?;
-    let device = match peer_device(&conn) {
+    let (device, certs) = match peer_device(&conn) {
         Ok(d) => d,
         Err(e) => {
             conn.close(
@@ -429,6 +576,24 @@ async fn handle_connection(shared: Arc<Shared>, incoming: quinn::Incoming) -> Re
     };
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%device, remote = %conn.remote_address(), "device connected");
+    // Register, then check against the newest verifier: a CRL reloaded by the watcher before
+    // the registration is caught by this check, one reloaded after it by the watcher.
+    let id = conn.stable_id();
+    let live = LiveConn {
+        device: device.clone(),
+        certs,
+        conn: conn.clone(),
+    };
+    lock(&shared.live).insert(id, live);
+    shared.check_revocations();
+    let verifier = Arc::clone(&lock(&shared.tls.current).2);
+    let cut = lock(&shared.live)
+        .get(&id)
+        .is_some_and(|c| shared.cut_if_revoked(c, verifier.as_ref()));
+    if cut {
+        lock(&shared.live).remove(&id);
+        return Err(BackendError::Tls("certificate revoked".into()));
+    }
     let c = Arc::new(Conn {
         conn: conn.clone(),
         device,
@@ -437,9 +602,9 @@ async fn handle_connection(shared: Arc<Shared>, incoming: quinn::Incoming) -> Re
             transmits: HashMap::new(),
             events: HashMap::new(),
         }),
-        shared,
+        shared: Arc::clone(&shared),
     });
-    loop {
+    let r = loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let c = Arc::clone(&c);
@@ -447,13 +612,16 @@ async fn handle_connection(shared: Arc<Shared>, incoming: quinn::Incoming) -> Re
             }
             Err(e) => {
                 tracing::debug!(device = %c.device, error = %e, "connection closed");
-                return Ok(());
+                break Ok(());
             }
         }
-    }
+    };
+    lock(&shared.live).remove(&id);
+    r
 }
 
-fn peer_device(conn: &quinn::Connection) -> Result<String> {
+/// The device id of the verified client certificate, and the chain (kept for re-checks).
+fn peer_device(conn: &quinn::Connection) -> Result<(String, Vec<CertificateDer<'static>>)> {
     let certs = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -461,7 +629,8 @@ fn peer_device(conn: &quinn::Connection) -> Result<String> {
     let leaf = certs
         .first()
         .ok_or_else(|| BackendError::Tls("empty client certificate chain".into()))?;
-    Ok(pki::device_id_from_cert(leaf.as_ref())?)
+    let device = pki::device_id_from_cert(leaf.as_ref())?;
+    Ok((device, *certs))
 }
 
 impl Conn {
@@ -634,7 +803,7 @@ impl Conn {
             ServerEvent::RangeRequested {
                 exchange, request, ..
             } => {
-                let model = match self.model(request.model.0).await {
+                let bytes = match self.model_bytes(request.model.0).await {
                     Ok(Some(m)) => m,
                     Ok(None) => {
                         self.refuse(
@@ -646,12 +815,16 @@ impl Conn {
                         return true;
                     }
                     Err(e) => {
-                        self.refuse(exchange, ErrorCode::INTERNAL, e.to_string())
-                            .await;
+                        // E.g. the blob on the server's disk no longer matches its name: never
+                        // serve it; the device retries later.
+                        tracing::error!(error = %e, version = request.model.0, "cannot serve model");
+                        let mut msg = ErrorMsg::new(ErrorCode::INTERNAL, e.to_string());
+                        msg.retry_after_s = Some(30);
+                        let _ = lock(&self.session).proto.refuse(exchange, msg);
                         return true;
                     }
                 };
-                let len = model.bytes.len() as u64;
+                let len = bytes.len() as u64;
                 let end = request.offset.checked_add(request.len);
                 if end.is_none_or(|e| e > len) {
                     self.refuse(
@@ -665,14 +838,8 @@ impl Conn {
                     .await;
                     return true;
                 }
-                self.stream_range(
-                    exchange,
-                    &model.bytes,
-                    request.offset,
-                    end.unwrap_or(len),
-                    send,
-                )
-                .await
+                self.stream_range(exchange, &bytes, request.offset, end.unwrap_or(len), send)
+                    .await
             }
             ServerEvent::TelemetryReceived {
                 exchange,
@@ -689,11 +856,27 @@ impl Conn {
                         return true;
                     }
                     seqs.push(r.sequence);
+                    let shadow = match &r.body {
+                        sextant_proto::RecordBody::Shadow(s) => Some(ShadowFigures {
+                            baseline: s.baseline.0,
+                            candidate: s.candidate.0,
+                            frames: s.frames,
+                            baseline_localized: s.baseline_localized,
+                            candidate_localized: s.candidate_localized,
+                            both_localized: s.both_localized,
+                            median_translation_diff_m: s.median_translation_diff_m,
+                            median_rotation_diff_rad: s.median_rotation_diff_rad,
+                            baseline_median_us: s.baseline_median_us,
+                            candidate_median_us: s.candidate_median_us,
+                        }),
+                        sextant_proto::RecordBody::Localization(_) => None,
+                    };
                     rows.push(TelemetryRow {
                         device_id: device.as_str().to_owned(),
                         sequence: r.sequence,
                         recorded_at_ms: i64::try_from(r.recorded_at_ms).unwrap_or(i64::MAX),
                         payload,
+                        shadow,
                     });
                 }
                 if seqs.iter().any(|s| i64::try_from(*s).is_err()) {
@@ -809,26 +992,20 @@ impl Conn {
         Ok(Some((assignment, metadata)))
     }
 
-    /// A registered model's metadata and bytes (read and verified once, then cached).
-    async fn model(&self, version: u64) -> Result<Option<Arc<CachedModel>>> {
+    /// A registered model's signed metadata (read once, then cached).
+    async fn model(&self, version: u64) -> Result<Option<Arc<CachedMeta>>> {
         if let Some(m) = lock(&self.shared.models).get(&version) {
             return Ok(Some(Arc::clone(m)));
         }
         let shared = Arc::clone(&self.shared);
-        let loaded = tokio::task::spawn_blocking(move || -> Result<Option<CachedModel>> {
+        let loaded = tokio::task::spawn_blocking(move || -> Result<Option<CachedMeta>> {
             use crate::store::Storage as _;
             let Some(rec) = lock(&shared.db).model(version)? else {
                 return Ok(None);
             };
-            let signed = registry::signed_metadata(&rec)?;
-            let mut bytes = shared.blobs.get(&rec.sha256)?;
-            if shared.config.fault_flip_model_byte && !bytes.is_empty() {
-                let i = bytes.len() / 2;
-                bytes[i] ^= 0x5a;
-            }
-            Ok(Some(CachedModel {
-                signed,
-                bytes: Arc::new(bytes),
+            Ok(Some(CachedMeta {
+                signed: registry::signed_metadata(&rec)?,
+                sha256: rec.sha256,
             }))
         })
         .await
@@ -837,6 +1014,26 @@ impl Conn {
         let m = Arc::new(m);
         lock(&self.shared.models).insert(version, Arc::clone(&m));
         Ok(Some(m))
+    }
+
+    /// A registered model's bytes, read from the blob store once (verified against their
+    /// SHA-256 there: a blob damaged or tampered with on disk is an error, never served) and
+    /// then cached.
+    async fn model_bytes(&self, version: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        let Some(meta) = self.model(version).await? else {
+            return Ok(None);
+        };
+        if let Some(b) = lock(&self.shared.model_bytes).get(&meta.sha256) {
+            return Ok(Some(Arc::clone(b)));
+        }
+        let shared = Arc::clone(&self.shared);
+        let sha = meta.sha256;
+        let bytes = tokio::task::spawn_blocking(move || shared.blobs.get(&sha))
+            .await
+            .map_err(|e| BackendError::Invalid(e.to_string()))??;
+        let bytes = Arc::new(bytes);
+        lock(&self.shared.model_bytes).insert(sha, Arc::clone(&bytes));
+        Ok(Some(bytes))
     }
 }
 

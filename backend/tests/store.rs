@@ -11,6 +11,7 @@ fn ev(device: &str, seq: u64) -> TelemetryRow {
         sequence: seq,
         recorded_at_ms: 1_700_000_000_000 + seq as i64,
         payload: format!("{device}/{seq}").into_bytes(),
+        shadow: None,
     }
 }
 

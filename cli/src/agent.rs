@@ -159,6 +159,9 @@ struct RunArgs {
     /// Telemetry queue cap, in records.
     #[arg(long, default_value_t = 200_000)]
     queue_max_items: u64,
+    /// Frames per shadow report while a shadow candidate is installed.
+    #[arg(long, default_value_t = 100)]
+    shadow_window: u32,
 }
 
 /// Runs `sextant agent …`.
@@ -225,10 +228,19 @@ fn event_json(e: &SimEvent) -> serde_json::Value {
             AgentEvent::DownloadProgress { version, offset } => {
                 json!({"event": "download_progress", "version": version, "offset": offset})
             }
+            AgentEvent::DownloadFailed { version, reason } => {
+                json!({"event": "download_failed", "version": version, "reason": reason})
+            }
             AgentEvent::DownloadDeferred { version, reason } => {
                 json!({"event": "download_deferred", "version": version, "reason": reason})
             }
             AgentEvent::Activated { version } => json!({"event": "activated", "version": version}),
+            AgentEvent::ShadowInstalled { version } => {
+                json!({"event": "shadow_installed", "version": version})
+            }
+            AgentEvent::ShadowCleared { version } => {
+                json!({"event": "shadow_cleared", "version": version})
+            }
             AgentEvent::Refused { version, reason } => {
                 json!({"event": "refused", "version": version, "reason": reason})
             }
@@ -288,6 +300,7 @@ fn run_device(a: RunArgs) -> anyhow::Result<()> {
             .run_for_s
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64),
+        shadow_window: a.shadow_window.max(1),
     };
     let summary = run_blocking(cfg, Arc::new(|e| line(&event_json(&e)))).context("agent")?;
     line(&json!({
@@ -303,6 +316,7 @@ fn run_device(a: RunArgs) -> anyhow::Result<()> {
             "by_handoff": summary.dropped[3],
         },
         "active": summary.active,
+        "shadow": summary.shadow,
         "floor": summary.floor,
         "cpu_ms": summary.cpu_ms,
         "download_bytes": summary.download_bytes,
@@ -426,12 +440,14 @@ fn bench(which: BenchCommand) -> anyhow::Result<()> {
                     }
                 })
                 .collect();
+            let pid = f.backend.id();
             let r = ingest_blocking(
                 f.addr,
                 &root.join("ca/ca.crt.pem"),
                 &devices,
                 batch,
                 Duration::from_secs_f64(seconds.max(0.1)),
+                &move || sextant_agent::sim::cpu_ms_of(pid),
             )?;
             let stored = {
                 let db = sextant_backend::store::SqliteStore::open(
@@ -451,6 +467,11 @@ fn bench(which: BenchCommand) -> anyhow::Result<()> {
                 "events_per_s": r.rate(),
                 "ack_latency_ms": {"p50": r.percentile(50.0), "p90": r.percentile(90.0), "p99": r.percentile(99.0), "max": r.percentile(100.0)},
                 "batches": r.latencies_ms.len(),
+                "server_cpu_ms": r.server_cpu_ms,
+                "server_cpu_us_per_event": r.server_cpu_ms.map(|ms| ms as f64 * 1e3 / r.events.max(1) as f64),
+                "client_cpu_ms": r.client_cpu_ms,
+                "client_cpu_us_per_event": r.client_cpu_ms as f64 * 1e3 / r.events.max(1) as f64,
+                "load_average": std::fs::read_to_string("/proc/loadavg").ok().map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
             }));
         }
         BenchCommand::Download { mib, rounds } => {

@@ -11,7 +11,8 @@
 //!   the QUIC server (mutual TLS, ALPN `sextant/1`); it prints `listening on ADDR` once bound.
 //! - `sextant backend assign [--data DIR] (--device ID | --all) --model N` sets what a device
 //!   (or every device without its own assignment) runs.
-//! - `sextant backend status [--data DIR]` prints registered models and stored telemetry.
+//! - `sextant backend status [--data DIR]` prints registered models, stored telemetry and the
+//!   shadow-run reports per (candidate, baseline) pair.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -131,9 +132,6 @@ struct ServeArgs {
     /// Model chunk size in bytes.
     #[arg(long, default_value_t = 256 << 10)]
     chunk_len: u32,
-    /// Fault injection for tests: serve model files with one byte flipped.
-    #[arg(long, hide = true)]
-    fault_flip_model_byte: bool,
 }
 
 #[derive(Debug, Args)]
@@ -220,11 +218,32 @@ pub fn run(args: BackendArgs) -> anyhow::Result<()> {
             if let Some(a) =
                 d.db.assignment(sextant_backend::store::DEFAULT_ASSIGNMENT)?
             {
-                println!("fleet default: model {}", a.model_version);
+                match a.shadow_version {
+                    Some(s) => println!("fleet default: model {} (shadow {s})", a.model_version),
+                    None => println!("fleet default: model {}", a.model_version),
+                }
             }
             println!("telemetry events stored: {}", d.db.telemetry_total()?);
             for dev in device {
                 println!("{dev}: {} events", d.db.telemetry_count(&dev)?);
+            }
+            for s in d.db.shadow_summary()? {
+                let pct = |n: u64| 100.0 * n as f64 / s.frames.max(1) as f64;
+                println!(
+                    "shadow v{} vs v{}: {} reports from {} device(s), {} frames; localized: \
+                     baseline {:.1} %, candidate {:.1} %, both {:.1} %; median latency: \
+                     baseline {:.0} us, candidate {:.0} us",
+                    s.candidate,
+                    s.baseline,
+                    s.reports,
+                    s.devices,
+                    s.frames,
+                    pct(s.baseline_localized),
+                    pct(s.candidate_localized),
+                    pct(s.both_localized),
+                    s.baseline_latency_us,
+                    s.candidate_latency_us
+                );
             }
         }
     }
@@ -255,7 +274,6 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         cfg.protocol.max_frame_len - 128
     );
     cfg.protocol.chunk_len = a.chunk_len;
-    cfg.fault_flip_model_byte = a.fault_flip_model_byte;
     serve_blocking(cfg, |addr| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {addr}");

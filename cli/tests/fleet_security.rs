@@ -65,11 +65,8 @@ fn bad_models_are_refused_and_the_old_model_keeps_running() {
         let b10 = b"this is not an ONNX model".repeat(100);
         let s10 = sign_metadata(&key, &request(&b10, 10, week)).unwrap();
         register(&mut data, &b10, &s10).unwrap();
-        // 11: a good model, served by a compromised backend that flips a byte.
-        fleet.publish(&model_variant("v11", 10), 11, false);
     }
-    let (mut backend, addr) = fleet.backend(0, &[]);
-    let port = addr.port();
+    let (_backend, addr) = fleet.backend(0, &[]);
     fleet.device("victim");
     let a = fleet.agent(
         "victim",
@@ -109,11 +106,6 @@ fn bad_models_are_refused_and_the_old_model_keeps_running() {
     assert_eq!(r["event"], "rolled_back");
     assert_eq!(r["to"], 5);
 
-    // The compromised backend: same data, but every model byte stream has one byte flipped.
-    backend.kill9();
-    let (_evil, _) = fleet.backend(port, &["--fault-flip-model-byte"]);
-    expect_refused(11, "sha256");
-
     // Through all of it the device kept running version 5 and never activated anything else.
     let mut a = a;
     a.interrupt();
@@ -128,6 +120,98 @@ fn bad_models_are_refused_and_the_old_model_keeps_running() {
         .map(|e| e["version"].clone())
         .collect();
     assert_eq!(activated, vec![serde_json::json!(5)]);
+}
+
+/// An attacker with write access to the backend's data directory. First they flip a byte of a
+/// published model's blob in place: the backend verifies blobs against their name when it reads
+/// them and refuses to serve it (the device reports the failed download and keeps its model).
+/// Then they also rewrite the model's database row to name a tampered blob (the signed metadata
+/// untouched, since they do not hold the release key): the backend serves those bytes, and the
+/// device refuses them against the signed SHA-256. That refusal is persisted: after a restart
+/// the device does not download the known-bad release again.
+#[test]
+fn blobs_tampered_on_the_backends_disk_are_refused_and_remembered() {
+    let _g = serial();
+    let fleet = Fleet::new();
+    let key = ReleaseKey::load(&fleet.release_key()).unwrap();
+    let week = now_s() + 7 * 86_400;
+    fleet.publish(&shipped_model(), 5, true);
+    let b11 = model_variant("v11", 10);
+    fleet.publish(&b11, 11, false);
+    let b12 = model_variant("v12", 10);
+    {
+        let mut data = DataDir::open(&fleet.data()).unwrap();
+        // v11: one byte of the stored blob flipped in place.
+        let sha11 = data.blobs.put(&b11).unwrap();
+        let path = data.blobs.path(&sha11);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x5a;
+        std::fs::write(&path, &bytes).unwrap();
+        // v12: genuine signed metadata, but the row (and blob store) hold tampered bytes of the
+        // same length — the state an attacker who edits both `sextant.db` and `blobs/` leaves.
+        let s12 = sign_metadata(&key, &request(&b12, 12, week)).unwrap();
+        let mut t12 = b12.clone();
+        let mid = t12.len() / 2;
+        t12[mid] ^= 0x5a;
+        register(&mut data, &t12, &s12).unwrap();
+    }
+    let (_backend, addr) = fleet.backend(0, &[]);
+    fleet.device("victim");
+    let args = ["--sync-interval-ms", "150"];
+    let mut a = fleet.agent("victim", addr, &args);
+    a.wait_for("v5 active", secs(30), |v| {
+        v["event"] == "activated" && v["version"] == 5
+    });
+
+    fleet.assign_all(11);
+    let f = a.wait_for("v11 download refused by the server", secs(30), |v| {
+        v["event"] == "download_failed" && v["version"] == 11
+    });
+    assert!(
+        f["reason"].as_str().is_some_and(|r| r.contains("corrupt")),
+        "{f}"
+    );
+
+    fleet.assign_all(12);
+    let r = a.wait_for("v12 refused", secs(30), |v| {
+        v["event"] == "refused" && v["version"] == 12
+    });
+    assert!(
+        r["reason"].as_str().is_some_and(|r| r.contains("sha256")),
+        "{r}"
+    );
+    a.interrupt();
+    a.wait_success(secs(20));
+    let s = a.summary();
+    assert_eq!(s["active"], 5, "{s}");
+    assert!(
+        a.events()
+            .iter()
+            .all(|e| !(e["event"] == "activated" && e["version"] != 5)),
+        "only v5 was ever activated"
+    );
+
+    // Restart: v12 is still assigned, and is not downloaded again.
+    let mut b = fleet.agent(
+        "victim",
+        addr,
+        &["--sync-interval-ms", "150", "--exit-when-idle"],
+    );
+    b.wait_success(secs(30));
+    let ev = b.events();
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "assigned" && e["version"] == 12),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter().all(|e| e["event"] != "download_started"),
+        "known-bad v12 fetched again: {ev:?}"
+    );
+    let s = b.summary();
+    assert_eq!(s["download_bytes"], 0, "{s}");
+    assert_eq!(s["active"], 5, "{s}");
 }
 
 #[test]
@@ -174,6 +258,67 @@ fn clients_without_a_valid_certificate_are_refused() {
     revoked.wait_success(secs(20));
     let ev = revoked.events();
     assert!(ev.iter().all(|e| e["event"] != "connected"), "{ev:?}");
+}
+
+/// A device revoked while its connection is open loses that connection promptly (the backend
+/// re-checks open connections when `crl.pem` changes) and cannot reconnect, while another device
+/// keeps uploading.
+#[test]
+fn revoking_a_device_cuts_its_open_connection() {
+    let _g = serial();
+    let fleet = Fleet::new();
+    fleet.publish(&shipped_model(), 1, true);
+    let (_backend, addr) = fleet.backend(0, &[]);
+    fleet.device("doomed");
+    fleet.device("bystander");
+    let busy = ["--events", "100000", "--rate", "200", "--batch", "20"];
+    let doomed = fleet.agent("doomed", addr, &busy);
+    let bystander = fleet.agent("bystander", addr, &busy);
+    doomed.wait_event("uploaded", secs(30));
+    bystander.wait_event("uploaded", secs(30));
+
+    let t0 = std::time::Instant::now();
+    fleet_support::run_ok(&[
+        "backend",
+        "revoke",
+        "--ca",
+        fleet.ca().to_str().unwrap(),
+        "--device-id",
+        "doomed",
+    ]);
+    let d = doomed.wait_event("disconnected", secs(10));
+    let cut_after = t0.elapsed();
+    assert!(
+        cut_after < std::time::Duration::from_secs(3),
+        "cut after {cut_after:?}"
+    );
+    let reason = d["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("200") || reason.contains("revoked"),
+        "closed for {reason:?}"
+    );
+    // Nothing more from it is stored, and it never gets back in.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let stored = fleet.stored("doomed").len();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(fleet.stored("doomed").len(), stored);
+    let connects = doomed
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "connected")
+        .count();
+    assert_eq!(connects, 1, "the revoked device reconnected");
+    // The other device is unaffected: what it stores keeps growing.
+    let before = fleet.stored("bystander").len();
+    let deadline = std::time::Instant::now() + secs(10);
+    while fleet.stored("bystander").len() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other device stopped uploading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(bystander);
 }
 
 #[test]

@@ -376,6 +376,52 @@ impl Client {
         )
     }
 
+    /// [`Client::upload_telemetry`] for records whose bodies are already CBOR (as the agent's
+    /// disk queue keeps them): the frame is written directly, bodies spliced in
+    /// ([`crate::encoded::encode_batch_frame`]), with the same bytes on the wire as the typed
+    /// batch. Each body must be the encoding of a `RecordBody`; the caller vouches for that
+    /// (a server refuses a batch with a body that is not).
+    pub fn upload_telemetry_encoded(
+        &mut self,
+        now: Time,
+        batch_id: u64,
+        records: &[crate::encoded::EncodedRecord<'_>],
+        dropped: &crate::telemetry::DropCounters,
+    ) -> Result<ExchangeId, ProtoError> {
+        let max_records = match &self.phase {
+            Phase::Ready(w) => w.max_batch_records,
+            _ => 0,
+        };
+        let (v, max) = self.ready("upload_telemetry")?;
+        if records.len() as u64 > u64::from(max_records) {
+            return Err(ProtoError::BatchTooLarge {
+                records: records.len() as u64,
+                max: max_records,
+            });
+        }
+        let data = crate::encoded::encode_batch_frame(
+            v,
+            &self.config.device,
+            batch_id,
+            records,
+            dropped,
+            max,
+        )?;
+        let id = ExchangeId(self.next_id);
+        self.next_id += 1;
+        self.transmits.push_back(Transmit {
+            exchange: id,
+            data,
+            fin: true,
+        });
+        let pending = Pending::Telemetry {
+            batch_id,
+            seqs: records.iter().map(|r| r.sequence).collect(),
+        };
+        self.insert(id, ExchangeKind::Telemetry, pending, now);
+        Ok(id)
+    }
+
     /// Feeds bytes received on `exchange`'s stream. On an error the exchange (or, during the
     /// handshake, the session) is closed, an [`ClientEvent::ExchangeFailed`] is queued, and
     /// the driver should reset the stream with [`ProtoError::code`].

@@ -112,6 +112,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod encoded;
 pub mod error;
 pub mod message;
 pub mod metadata;
@@ -126,6 +127,7 @@ pub use codec::{
     CHUNK_OVERHEAD, DEFAULT_CHUNK_LEN, DEFAULT_MAX_FRAME_LEN, FrameDecoder, PREFIX_LEN,
     decode_body, encode_body, encode_frame,
 };
+pub use encoded::{EncodedRecord, check_item, encode_batch_frame};
 pub use error::{ErrorCode, ProtoError};
 pub use message::{
     Assignment, ChunkRequest, Cohort, Envelope, ErrorMsg, ExchangeKind, Hello, Message, ModelChunk,

@@ -138,7 +138,7 @@ pub struct Assignment {
 }
 
 /// One telemetry event as stored: identified by `(device_id, sequence)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryRow {
     /// The reporting device.
     pub device_id: String,
@@ -148,6 +148,59 @@ pub struct TelemetryRow {
     pub recorded_at_ms: i64,
     /// The encoded event.
     pub payload: Vec<u8>,
+    /// When the event is a shadow-run report: its figures, also stored in `shadow_reports` so
+    /// that monitoring reads them without decoding payloads.
+    pub shadow: Option<ShadowFigures>,
+}
+
+/// The figures of one shadow-run report (see `sextant_proto::ShadowReport`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ShadowFigures {
+    /// The active model whose results were used.
+    pub baseline: u64,
+    /// The candidate run in shadow.
+    pub candidate: u64,
+    /// Frames both models saw.
+    pub frames: u32,
+    /// Frames the baseline localised.
+    pub baseline_localized: u32,
+    /// Frames the candidate localised.
+    pub candidate_localized: u32,
+    /// Frames both localised.
+    pub both_localized: u32,
+    /// Median translation difference where both localised (m).
+    pub median_translation_diff_m: f32,
+    /// Median rotation difference where both localised (rad).
+    pub median_rotation_diff_rad: f32,
+    /// Median end-to-end latency of the baseline (µs).
+    pub baseline_median_us: u32,
+    /// Median end-to-end latency of the candidate (µs).
+    pub candidate_median_us: u32,
+}
+
+/// Shadow reports of one (baseline, candidate) pair, added up over devices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowAggregate {
+    /// The active model.
+    pub baseline: u64,
+    /// The candidate.
+    pub candidate: u64,
+    /// Devices that reported.
+    pub devices: u64,
+    /// Reports.
+    pub reports: u64,
+    /// Frames both models saw.
+    pub frames: u64,
+    /// Frames the baseline localised.
+    pub baseline_localized: u64,
+    /// Frames the candidate localised.
+    pub candidate_localized: u64,
+    /// Frames both localised.
+    pub both_localized: u64,
+    /// Frame-weighted mean of the reports' baseline median latencies (µs).
+    pub baseline_latency_us: f64,
+    /// Frame-weighted mean of the reports' candidate median latencies (µs).
+    pub candidate_latency_us: f64,
 }
 
 /// The outcome of ingesting a batch.

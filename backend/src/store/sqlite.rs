@@ -7,7 +7,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Assignment, DeviceRecord, IngestOutcome, ModelRecord, Result, Storage, StoreError, TelemetryRow,
+    Assignment, DeviceRecord, IngestOutcome, ModelRecord, Result, ShadowAggregate, Storage,
+    StoreError, TelemetryRow,
 };
 
 /// Schema migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
@@ -44,7 +45,72 @@ pub const MIGRATIONS: &[&str] = &[
     // the fleet-wide default assignment lives in `assignments` under the device id `*`.
     "ALTER TABLE models ADD COLUMN key_id BLOB NOT NULL DEFAULT x'0000000000000000'
         CHECK (length(key_id) = 8);",
+    // 3: shadow-run reports, one row per report (also kept as a telemetry row), so monitoring
+    // aggregates them without decoding payloads.
+    "CREATE TABLE shadow_reports (
+        device_id                 TEXT NOT NULL,
+        sequence                  INTEGER NOT NULL,
+        baseline                  INTEGER NOT NULL,
+        candidate                 INTEGER NOT NULL,
+        frames                    INTEGER NOT NULL,
+        baseline_localized        INTEGER NOT NULL,
+        candidate_localized       INTEGER NOT NULL,
+        both_localized            INTEGER NOT NULL,
+        median_translation_diff_m REAL NOT NULL,
+        median_rotation_diff_rad  REAL NOT NULL,
+        baseline_median_us        INTEGER NOT NULL,
+        candidate_median_us       INTEGER NOT NULL,
+        PRIMARY KEY (device_id, sequence)
+    ) WITHOUT ROWID;
+    CREATE INDEX shadow_reports_pair ON shadow_reports (candidate, baseline);",
 ];
+
+const INSERT_TELEMETRY: &str =
+    "INSERT INTO telemetry (device_id, sequence, recorded_at_ms, received_at_ms, payload)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (device_id, sequence) DO NOTHING";
+
+const INSERT_SHADOW: &str = "INSERT INTO shadow_reports (device_id, sequence, baseline, candidate,
+        frames, baseline_localized, candidate_localized, both_localized,
+        median_translation_diff_m, median_rotation_diff_rad, baseline_median_us,
+        candidate_median_us)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+     ON CONFLICT (device_id, sequence) DO NOTHING";
+
+/// Inserts one event (and its shadow figures) inside the caller's transaction; `true` if new.
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    e: &TelemetryRow,
+    received_at_ms: i64,
+) -> Result<bool> {
+    let seq = to_i64(e.sequence, "sequence above i64::MAX")?;
+    let n = tx.prepare_cached(INSERT_TELEMETRY)?.execute(params![
+        e.device_id,
+        seq,
+        e.recorded_at_ms,
+        received_at_ms,
+        e.payload
+    ])?;
+    if n == 1
+        && let Some(f) = &e.shadow
+    {
+        tx.prepare_cached(INSERT_SHADOW)?.execute(params![
+            e.device_id,
+            seq,
+            to_i64(f.baseline, "model version above i64::MAX")?,
+            to_i64(f.candidate, "model version above i64::MAX")?,
+            f.frames,
+            f.baseline_localized,
+            f.candidate_localized,
+            f.both_localized,
+            f64::from(f.median_translation_diff_m),
+            f64::from(f.median_rotation_diff_rad),
+            f.baseline_median_us,
+            f.candidate_median_us
+        ])?;
+    }
+    Ok(n == 1)
+}
 
 /// The device id of the fleet-wide default assignment row (see [`SqliteStore::effective_assignment`]).
 pub const DEFAULT_ASSIGNMENT: &str = "*";
@@ -142,6 +208,25 @@ impl SqliteStore {
             })?)
     }
 
+    /// Sets the page cache size of this connection, in KiB.
+    pub fn set_cache_kib(&self, kib: u32) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))?;
+        Ok(())
+    }
+
+    /// Runs a `PASSIVE` WAL checkpoint (copies committed pages into the database file without
+    /// blocking the writer or readers); returns (WAL frames, frames checkpointed). Once a
+    /// checkpoint has caught up, the writer's next transaction restarts the WAL from its start,
+    /// so the WAL file stays bounded.
+    pub fn checkpoint(&self) -> Result<(i64, i64)> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
+
     /// Stores several batches in **one** transaction (one WAL fsync for all of them: group
     /// commit), each event once per `(device_id, sequence)`; returns each batch's outcome in
     /// order. The backend's ingest writer coalesces the batches of many connections this way.
@@ -154,34 +239,46 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outs = Vec::with_capacity(batches.len());
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO telemetry (device_id, sequence, recorded_at_ms, received_at_ms, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (device_id, sequence) DO NOTHING",
-            )?;
-            for events in batches {
-                let mut out = IngestOutcome::default();
-                for e in *events {
-                    let seq = to_i64(e.sequence, "sequence above i64::MAX")?;
-                    let n = stmt.execute(params![
-                        e.device_id,
-                        seq,
-                        e.recorded_at_ms,
-                        received_at_ms,
-                        e.payload
-                    ])?;
-                    if n == 1 {
-                        out.new += 1;
-                    } else {
-                        out.duplicates += 1;
-                    }
+        for events in batches {
+            let mut out = IngestOutcome::default();
+            for e in *events {
+                if insert_event(&tx, e, received_at_ms)? {
+                    out.new += 1;
+                } else {
+                    out.duplicates += 1;
                 }
-                outs.push(out);
             }
+            outs.push(out);
         }
         tx.commit()?;
         Ok(outs)
+    }
+
+    /// Shadow-run reports added up per (baseline, candidate) pair, newest candidate first.
+    pub fn shadow_summary(&self) -> Result<Vec<ShadowAggregate>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT baseline, candidate, count(DISTINCT device_id), count(*), sum(frames),
+                    sum(baseline_localized), sum(candidate_localized), sum(both_localized),
+                    sum(baseline_median_us * frames) * 1.0 / max(sum(frames), 1),
+                    sum(candidate_median_us * frames) * 1.0 / max(sum(frames), 1)
+             FROM shadow_reports GROUP BY baseline, candidate
+             ORDER BY candidate DESC, baseline DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ShadowAggregate {
+                baseline: r.get::<_, i64>(0)? as u64,
+                candidate: r.get::<_, i64>(1)? as u64,
+                devices: r.get::<_, i64>(2)? as u64,
+                reports: r.get::<_, i64>(3)? as u64,
+                frames: r.get::<_, i64>(4)? as u64,
+                baseline_localized: r.get::<_, i64>(5)? as u64,
+                candidate_localized: r.get::<_, i64>(6)? as u64,
+                both_localized: r.get::<_, i64>(7)? as u64,
+                baseline_latency_us: r.get(8)?,
+                candidate_latency_us: r.get(9)?,
+            })
+        })?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
     }
 
     /// What `device_id` should run: its own assignment, else the fleet default (`*`).
@@ -387,34 +484,10 @@ impl Storage for SqliteStore {
     }
 
     fn ingest(&mut self, events: &[TelemetryRow], received_at_ms: i64) -> Result<IngestOutcome> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut out = IngestOutcome::default();
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO telemetry (device_id, sequence, recorded_at_ms, received_at_ms, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (device_id, sequence) DO NOTHING",
-            )?;
-            for e in events {
-                let seq = to_i64(e.sequence, "sequence above i64::MAX")?;
-                let n = stmt.execute(params![
-                    e.device_id,
-                    seq,
-                    e.recorded_at_ms,
-                    received_at_ms,
-                    e.payload
-                ])?;
-                if n == 1 {
-                    out.new += 1;
-                } else {
-                    out.duplicates += 1;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(out)
+        Ok(self
+            .ingest_many(&[events], received_at_ms)?
+            .pop()
+            .unwrap_or_default())
     }
 
     fn telemetry_count(&self, id: &str) -> Result<u64> {

@@ -386,3 +386,25 @@ impl Fleet {
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+impl Fleet {
+    /// Sets the fleet default to `model`, with `shadow` as the candidate to shadow.
+    pub fn assign_all_with_shadow(&self, model: u64, shadow: u64) {
+        run_ok(&[
+            "backend",
+            "assign",
+            "--data",
+            s(&self.data()),
+            "--all",
+            "--model",
+            &model.to_string(),
+            "--shadow",
+            &shadow.to_string(),
+        ]);
+    }
+
+    /// `sextant backend status` on the fleet's data directory.
+    pub fn status(&self) -> String {
+        run_ok(&["backend", "status", "--data", s(&self.data())])
+    }
+}
