@@ -32,6 +32,7 @@
 
 pub mod backend;
 pub mod camera;
+pub mod clock;
 pub mod descriptor;
 pub mod error;
 pub mod features;
