@@ -33,6 +33,9 @@ pub struct DemoArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where features and descriptors run (the answers are identical on every backend).
+    #[arg(long, value_enum, default_value_t = crate::features::BackendChoice::Auto)]
+    pub backend: crate::features::BackendChoice,
 }
 
 /// Runs the demo and returns its report.
@@ -44,7 +47,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<EvalReport> {
         slices: args.slices.clone(),
         out: args.out.clone(),
         seed: args.seed,
-        backend: crate::features::BackendChoice::Auto,
+        backend: args.backend,
     };
     run_benchmark(&eval, false)
 }

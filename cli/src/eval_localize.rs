@@ -319,7 +319,7 @@ pub fn run_benchmark(args: &LocalizeEvalArgs, quiet: bool) -> Result<EvalReport>
         )?);
     }
     let t = Instant::now();
-    let config = crate::map::build_config(1000, 16.0, 6, args.seed);
+    let config = crate::map::build_config(1000, 16.0, 6, args.seed, args.backend);
     let (contents, build) = crate::map::build_from_sessions(&sessions, config, true, quiet)?;
     let bytes = encode_map(&contents)?;
     let map_build_s = t.elapsed().as_secs_f64();

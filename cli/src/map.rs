@@ -14,6 +14,8 @@ use sextant_runtime::map::{
 };
 use sextant_sim::session::{Session, read_session};
 
+use crate::features::BackendChoice;
+
 /// Arguments of `sextant map`.
 #[derive(Debug, Args)]
 pub struct MapArgs {
@@ -57,6 +59,9 @@ pub struct BuildArgs {
     /// Seed of the vocabulary training.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where features and descriptors run (the map is identical on every backend).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
 }
 
 /// Arguments of `sextant map info`.
@@ -108,6 +113,7 @@ pub fn build_config(
     tile_size: f32,
     neighbours: usize,
     seed: u64,
+    backend: BackendChoice,
 ) -> MapBuildConfig {
     let mut c = MapBuildConfig {
         features: FeatureConfig {
@@ -116,6 +122,7 @@ pub fn build_config(
         },
         tile_size_m: tile_size,
         neighbours,
+        backend: backend.into(),
         ..MapBuildConfig::default()
     };
     c.vocabulary.seed = seed;
@@ -202,7 +209,7 @@ fn run_build(a: BuildArgs) -> Result<()> {
         .iter()
         .map(|p| read_session(p).with_context(|| format!("reading session {}", p.display())))
         .collect::<Result<_>>()?;
-    let config = build_config(a.keypoints, a.tile_size, a.neighbours, a.seed);
+    let config = build_config(a.keypoints, a.tile_size, a.neighbours, a.seed, a.backend);
     let (map, stats) = build_from_sessions(&sessions, config, !a.no_depth, false)?;
     let bytes = encode_map(&map)?;
     write_atomic(&a.out, &bytes)?;

@@ -11,6 +11,7 @@ use super::{
     Keyframe, Landmarks, MapContents, MapError, Vocabulary, VocabularyConfig,
     model_id_from_sha256_hex, tiles,
 };
+use crate::backend::Backend;
 use crate::descriptor::DescriptorModel;
 use crate::features::matching::{DescriptorSet, GuidedQuery, Match, MatchConfig, Matcher};
 use crate::features::{FeatureConfig, FeaturePipeline};
@@ -41,6 +42,9 @@ pub struct MapBuildConfig {
     pub tile_size_m: f32,
     /// Retrieval vocabulary.
     pub vocabulary: VocabularyConfig,
+    /// Where the frames' features and descriptors run ([`Backend::Cpu`] by default; the GPU
+    /// gives the same keypoints and descriptors, so the same map).
+    pub backend: Backend,
 }
 
 impl Default for MapBuildConfig {
@@ -60,6 +64,7 @@ impl Default for MapBuildConfig {
             min_track: 2,
             tile_size_m: 16.0,
             vocabulary: VocabularyConfig::default(),
+            backend: Backend::Cpu,
         }
     }
 }
@@ -196,8 +201,9 @@ impl MapBuilder {
             return Err(MapError::Build("min_track must be at least 2".into()));
         }
         let model_id = model_id_from_sha256_hex(&model.info().sha256);
-        let pipeline = FeaturePipeline::new(config.features.clone(), model)
-            .map_err(|e| MapError::Build(e.to_string()))?;
+        let pipeline =
+            FeaturePipeline::with_backend(config.features.clone(), model, config.backend)
+                .map_err(|e| MapError::Build(e.to_string()))?;
         Ok(MapBuilder {
             config,
             pipeline,
