@@ -4,8 +4,9 @@
 //! through a fixed-capacity single-producer single-consumer ring ([`heapless::spsc`]): the
 //! producer side ([`FrameTap`]) is wait-free; when the ring is full the event is dropped and
 //! counted, never blocking. The agent's side ([`TapDrain`]) pops events in batches and appends
-//! them to the [`TelemetryQueue`] with one write and one fsync per batch, adding the hand-off's
-//! drop count to the queue's persisted counters.
+//! them to the [`TelemetryQueue`] with one write per batch (and one fsync, or fewer under
+//! [`crate::queue::SyncPolicy::Group`]), adding the hand-off's drop count to the queue's
+//! persisted counters.
 //!
 //! ```
 //! use sextant_agent::handoff::Handoff;
@@ -51,7 +52,15 @@ impl<T, const N: usize> Handoff<T, N> {
     pub fn split(&mut self) -> (FrameTap<'_, T>, TapDrain<'_, T>) {
         let (p, c) = self.ring.split();
         let dropped = &self.dropped;
-        (FrameTap { p, dropped }, TapDrain { c, dropped })
+        (
+            FrameTap { p, dropped },
+            TapDrain {
+                c,
+                dropped,
+                buf: Vec::new(),
+                ends: Vec::new(),
+            },
+        )
     }
 }
 
@@ -84,6 +93,10 @@ impl<T> FrameTap<'_, T> {
 pub struct TapDrain<'a, T> {
     c: Consumer<'a, T>,
     dropped: &'a AtomicU64,
+    /// The batch's encodings, kept between calls (no fresh pages per batch).
+    buf: Vec<u8>,
+    /// `ends[i]` is where event `i`'s encoding ends in `buf`.
+    ends: Vec<usize>,
 }
 
 impl<T> TapDrain<'_, T> {
@@ -97,7 +110,8 @@ impl<T> TapDrain<'_, T> {
         self.dropped.swap(0, Ordering::Relaxed)
     }
 
-    /// Moves up to `max` events into `queue` as one batch (one write, one fsync), encoding each
+    /// Moves up to `max` events into `queue` as one batch (one write; see the queue's
+    /// [`crate::queue::SyncPolicy`] for when it is fsynced), encoding each
     /// with `encode`, and adds the hand-off's drops to the queue's persisted counters. Returns how
     /// many events were appended. If the append fails, the popped events are lost and counted
     /// as hand-off drops (the frame path has moved on; there is nowhere to keep them).
@@ -108,13 +122,13 @@ impl<T> TapDrain<'_, T> {
         now_ms: u64,
         mut encode: impl FnMut(&T, &mut Vec<u8>),
     ) -> Result<usize> {
-        // One buffer for the whole batch (no allocation per event): `ends[i]` is where event
-        // `i`'s encoding ends.
-        let mut buf: Vec<u8> = Vec::new();
-        let mut ends: Vec<usize> = Vec::new();
+        // One buffer for the whole batch (no allocation per event), reused across batches.
+        let (buf, ends) = (&mut self.buf, &mut self.ends);
+        buf.clear();
+        ends.clear();
         while ends.len() < max {
             let Some(item) = self.c.dequeue() else { break };
-            encode(&item, &mut buf);
+            encode(&item, buf);
             ends.push(buf.len());
         }
         let n = ends.len();

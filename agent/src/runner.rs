@@ -605,7 +605,8 @@ impl Agent {
                 s.sends.insert(t.exchange, send);
             }
             if let Some(send) = s.sends.get_mut(&t.exchange) {
-                send.write_all(&t.data).await.map_err(net)?;
+                // Hand the frame over as it is (`Bytes` from the `Vec`): no copy of a batch.
+                send.write_chunk(t.data.into()).await.map_err(net)?;
                 if t.fin {
                     let _ = send.finish();
                 }

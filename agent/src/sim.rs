@@ -29,6 +29,16 @@ use crate::slot::{LoadedModel, ModelSlot};
 /// Capacity of the simulated frame path's ring (items: one less).
 pub const RING: usize = 4096;
 
+/// Most events the drain appends as one batch (one write).
+const DRAIN_BATCH: usize = 2048;
+
+/// How long the drain waits after a batch smaller than [`DRAIN_BATCH`] before the next one:
+/// bounds the extra latency to disk and saves a wake-up and a write per handful of events.
+const DRAIN_GATHER: Duration = Duration::from_millis(2);
+
+/// How long a waiting (rate 0) producer sleeps when the ring is full.
+const RING_FULL_WAIT: Duration = Duration::from_millis(1);
+
 /// Settings of a simulated device.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -109,16 +119,11 @@ fn cpu_ms_of_stat(path: &str) -> Option<u64> {
     Some((ticks(11)? + ticks(12)?) * 10)
 }
 
-fn event(i: u64, model: u64, device_class: &Label) -> LocalizationEvent {
+fn event(i: u64, model: u64, slice: &SliceKeys) -> LocalizationEvent {
     let ok = i % 10 != 3;
     LocalizationEvent {
         model: ModelVersion(model),
-        slice: SliceKeys {
-            device_class: device_class.clone(),
-            app_version: Label::new("sim-1.0").unwrap_or_else(|_| device_class.clone()),
-            backend: ComputeBackend::Cpu,
-            region: None,
-        },
+        slice: slice.clone(),
         outcome: if ok {
             Outcome::Localized {
                 source: PoseSource::Visual,
@@ -283,7 +288,7 @@ pub fn run_blocking(
                 for i in 0..total {
                     let model = slot.current();
                     let version = model.as_ref().map_or(0, |m| m.version);
-                    let ev = event(i, version, &class);
+                    let ev = event(i, version, &slice);
                     let report = shadow.frame(
                         i,
                         model.as_deref(),
@@ -295,7 +300,7 @@ pub fn run_blocking(
                     let mut push = |body: RecordBody| {
                         if rate == 0 {
                             while !tap.has_room() {
-                                std::thread::sleep(Duration::from_micros(200));
+                                std::thread::sleep(RING_FULL_WAIT);
                             }
                         }
                         tap.push(body);
@@ -313,7 +318,7 @@ pub fn run_blocking(
                 }
                 if let Some(r) = shadow.flush(&slice) {
                     while !tap.has_room() {
-                        std::thread::sleep(Duration::from_micros(200));
+                        std::thread::sleep(RING_FULL_WAIT);
                     }
                     tap.push(RecordBody::Shadow(r));
                 }
@@ -338,17 +343,31 @@ pub fn run_blocking(
                         let mut q = queue
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        drain.drain_into(&mut q, 2048, unix_ms(), |body, out| {
-                            let _ = ciborium::into_writer(body, out);
+                        drain.drain_into(&mut q, DRAIN_BATCH, unix_ms(), |body, out| {
+                            body.encode_cbor(out);
                         })
                     };
                     match n {
                         Ok(n) if n > 0 => {
                             appended.fetch_add(n as u64, Ordering::Relaxed);
                             new_events.notify_one();
+                            if n < DRAIN_BATCH && !done {
+                                // Not backlogged: let a batch gather rather than wake (and
+                                // write) per handful of events.
+                                std::thread::sleep(DRAIN_GATHER);
+                            }
                             continue;
                         }
-                        Ok(_) => {}
+                        Ok(_) => {
+                            // Nothing to append: sync what a group-sync policy left pending.
+                            let synced = queue
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .sync_if_due();
+                            if let Err(e) = synced {
+                                tracing::error!(error = %e, "telemetry fsync failed");
+                            }
+                        }
                         Err(e) => tracing::error!(error = %e, "telemetry append failed"),
                     }
                     if done && total > 0 {

@@ -151,3 +151,8 @@ fn kill_9_at_random_instants_loses_nothing_appended_fsync_every_append() {
 fn kill_9_at_random_instants_loses_nothing_appended_manual_fsync() {
     kill_loop("manual", 60, 0x5eed_0002);
 }
+
+#[test]
+fn kill_9_at_random_instants_loses_nothing_appended_group_fsync() {
+    kill_loop("group", 60, 0x5eed_0003);
+}

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use sextant_agent::backoff::{BackoffPolicy, DownloadConditions, DownloadPolicy};
-use sextant_agent::queue::QueueConfig;
+use sextant_agent::queue::{QueueConfig, SyncPolicy};
 use sextant_agent::runner::{AgentConfig, AgentEvent};
 use sextant_agent::sim::{SimConfig, SimEvent, run_blocking};
 use sextant_agent::trust::PinnedKey;
@@ -258,6 +258,15 @@ fn event_json(e: &SimEvent) -> serde_json::Value {
     }
 }
 
+/// Segment size of `agent run`'s telemetry queue: 4 MiB (≈ 20,000 events) rather than the
+/// 1 MiB default, so that creating, syncing and deleting segment files (and the cursor write
+/// that precedes each deletion) happens a quarter as often.
+const AGENT_SEGMENT_BYTES: u64 = 4 << 20;
+
+/// `agent run`'s telemetry queue fsyncs at most this often ([`SyncPolicy::Group`]): a kill
+/// loses nothing appended, power loss at most about the last 100 ms of events.
+const AGENT_GROUP_SYNC_MS: u32 = 100;
+
 fn run_device(a: RunArgs) -> anyhow::Result<()> {
     let pinned = sextant_backend::pki::load_public_key(&a.release_pub)
         .with_context(|| format!("reading the release key {}", a.release_pub.display()))?;
@@ -291,6 +300,10 @@ fn run_device(a: RunArgs) -> anyhow::Result<()> {
         agent,
         queue: QueueConfig {
             max_items: a.queue_max_items.max(1),
+            segment_bytes: AGENT_SEGMENT_BYTES,
+            sync: SyncPolicy::Group {
+                max_delay_ms: AGENT_GROUP_SYNC_MS,
+            },
             ..QueueConfig::default()
         },
         events_total: a.events,

@@ -28,7 +28,8 @@ pub struct EncodedRecord<'a> {
     pub body: &'a [u8],
 }
 
-fn head(out: &mut Vec<u8>, major: u8, v: u64) {
+#[inline]
+pub(crate) fn head(out: &mut Vec<u8>, major: u8, v: u64) {
     let m = major << 5;
     if v < 24 {
         out.push(m | v as u8);
@@ -47,12 +48,14 @@ fn head(out: &mut Vec<u8>, major: u8, v: u64) {
     }
 }
 
-fn text(out: &mut Vec<u8>, s: &str) {
+#[inline]
+pub(crate) fn text(out: &mut Vec<u8>, s: &str) {
     head(out, 3, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
-fn uint_field(out: &mut Vec<u8>, key: &str, v: u64) {
+#[inline]
+pub(crate) fn uint_field(out: &mut Vec<u8>, key: &str, v: u64) {
     text(out, key);
     head(out, 0, v);
 }
@@ -114,7 +117,7 @@ const MAX_DEPTH: usize = 32;
 /// Checks that `b` is exactly one well-formed CBOR data item (definite or indefinite lengths,
 /// nesting at most 32 deep), without decoding it into a type.
 pub fn check_item(b: &[u8]) -> Result<(), ProtoError> {
-    let end = skip(b, 0, 0)?;
+    let end = skip(b, 0, 0).map_err(ProtoError::from)?;
     if end != b.len() {
         return Err(ProtoError::TrailingBytes {
             extra: (b.len() - end) as u64,
@@ -123,9 +126,29 @@ pub fn check_item(b: &[u8]) -> Result<(), ProtoError> {
     Ok(())
 }
 
-fn arg(b: &[u8], at: usize) -> Result<(u8, u8, u64, usize), ProtoError> {
+/// Why [`skip`] stopped: small and `Copy`, so the walk returns in registers (the agent checks
+/// every queued body with it before upload); turned into a [`ProtoError`] once, at the end.
+#[derive(Debug, Clone, Copy)]
+enum SkipError {
+    Truncated,
+    Invalid(usize),
+    TooDeep,
+}
+
+impl From<SkipError> for ProtoError {
+    fn from(e: SkipError) -> Self {
+        match e {
+            SkipError::Truncated => ProtoError::TruncatedCbor,
+            SkipError::Invalid(at) => ProtoError::InvalidCbor { offset: at as u64 },
+            SkipError::TooDeep => ProtoError::TooDeep,
+        }
+    }
+}
+
+#[inline]
+fn arg(b: &[u8], at: usize) -> Result<(u8, u8, u64, usize), SkipError> {
     let Some(&first) = b.get(at) else {
-        return Err(ProtoError::TruncatedCbor);
+        return Err(SkipError::Truncated);
     };
     let (major, info) = (first >> 5, first & 0x1f);
     let n = match info {
@@ -135,18 +158,18 @@ fn arg(b: &[u8], at: usize) -> Result<(u8, u8, u64, usize), ProtoError> {
         26 => 4,
         27 => 8,
         31 => return Ok((major, info, u64::MAX, at + 1)),
-        _ => return Err(ProtoError::InvalidCbor { offset: at as u64 }),
+        _ => return Err(SkipError::Invalid(at)),
     };
     let Some(s) = b.get(at + 1..at + 1 + n) else {
-        return Err(ProtoError::TruncatedCbor);
+        return Err(SkipError::Truncated);
     };
     let v = s.iter().fold(0u64, |v, x| (v << 8) | u64::from(*x));
     Ok((major, info, v, at + 1 + n))
 }
 
-fn skip(b: &[u8], at: usize, depth: usize) -> Result<usize, ProtoError> {
+fn skip(b: &[u8], at: usize, depth: usize) -> Result<usize, SkipError> {
     if depth > MAX_DEPTH {
-        return Err(ProtoError::TooDeep);
+        return Err(SkipError::TooDeep);
     }
     let (major, info, v, mut at) = arg(b, at)?;
     let indefinite = info == 31;
@@ -157,16 +180,16 @@ fn skip(b: &[u8], at: usize, depth: usize) -> Result<usize, ProtoError> {
                 .ok()
                 .and_then(|n| at.checked_add(n))
                 .filter(|e| *e <= b.len())
-                .ok_or(ProtoError::TruncatedCbor)?;
+                .ok_or(SkipError::Truncated)?;
             Ok(end)
         }
         2 | 3 => loop {
-            if *b.get(at).ok_or(ProtoError::TruncatedCbor)? == 0xff {
+            if *b.get(at).ok_or(SkipError::Truncated)? == 0xff {
                 return Ok(at + 1);
             }
             let (m, i, _, _) = arg(b, at)?;
             if m != major || i == 31 {
-                return Err(ProtoError::InvalidCbor { offset: at as u64 });
+                return Err(SkipError::Invalid(at));
             }
             at = skip(b, at, depth + 1)?;
         },
@@ -174,7 +197,7 @@ fn skip(b: &[u8], at: usize, depth: usize) -> Result<usize, ProtoError> {
             let per = if major == 5 { 2 } else { 1 };
             if indefinite {
                 loop {
-                    if *b.get(at).ok_or(ProtoError::TruncatedCbor)? == 0xff {
+                    if *b.get(at).ok_or(SkipError::Truncated)? == 0xff {
                         return Ok(at + 1);
                     }
                     for _ in 0..per {
@@ -184,19 +207,44 @@ fn skip(b: &[u8], at: usize, depth: usize) -> Result<usize, ProtoError> {
             }
             // Every item takes at least one byte: a count beyond the bytes left is truncation.
             if v > (b.len() - at) as u64 {
-                return Err(ProtoError::TruncatedCbor);
+                return Err(SkipError::Truncated);
             }
+            let scalars_ok = depth < MAX_DEPTH;
             for _ in 0..v * per {
-                at = skip(b, at, depth + 1)?;
+                at = match skip_scalar(b, at).filter(|_| scalars_ok) {
+                    Some(end) => end,
+                    None => skip(b, at, depth + 1)?,
+                };
             }
             Ok(at)
         }
         6 if !indefinite => skip(b, at, depth + 1),
         7 if !indefinite => Ok(at),
-        _ => Err(ProtoError::InvalidCbor {
-            offset: at.saturating_sub(1) as u64,
-        }),
+        _ => Err(SkipError::Invalid(at.saturating_sub(1))),
     }
+}
+
+/// The end of the item at `at` when it is a short scalar that is certainly whole and valid
+/// (an integer, text or bytes of definite length under 24, or a simple value or float), else
+/// `None` (then [`skip`] decides, errors included). Most items of a telemetry body are these.
+#[inline]
+fn skip_scalar(b: &[u8], at: usize) -> Option<usize> {
+    let first = *b.get(at)?;
+    let (major, info) = (first >> 5, first & 0x1f);
+    let end = match (major, info) {
+        (0 | 1, 0..=23) => at + 1,
+        (0 | 1, 24) => at + 2,
+        (0 | 1, 25) => at + 3,
+        (0 | 1, 26) => at + 5,
+        (0 | 1, 27) => at + 9,
+        (2 | 3, 0..=23) => at + 1 + info as usize,
+        (7, 0..=23) => at + 1,
+        (7, 25) => at + 3,
+        (7, 26) => at + 5,
+        (7, 27) => at + 9,
+        _ => return None,
+    };
+    (end <= b.len()).then_some(end)
 }
 
 #[cfg(test)]
@@ -302,5 +350,12 @@ mod tests {
         assert!(check_item(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
         let deep = vec![0x81u8; 100];
         assert!(check_item(&deep).is_err());
+        // The depth limit holds for scalars too: 33 arrays around an integer is too deep, 32 not.
+        let mut at_limit = vec![0x81u8; 32];
+        at_limit.push(0x01);
+        check_item(&at_limit).unwrap();
+        let mut over = vec![0x81u8; 33];
+        over.push(0x01);
+        assert!(matches!(check_item(&over), Err(ProtoError::TooDeep)));
     }
 }

@@ -105,16 +105,23 @@ impl fmt::Display for DeviceId {
 /// A short descriptive label (device class, app version, runtime version, model family):
 /// 1 to [`MAX_LABEL_LEN`] bytes of printable ASCII. Labels are slice keys for monitoring, so they
 /// are kept short and free of whitespace.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Label(String);
+///
+/// The text is shared (`Arc<str>`): every telemetry event carries its slice's labels, and a
+/// clone is a reference-count increment rather than an allocation (and its drop no free).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label(std::sync::Arc<str>);
 
 impl Label {
     /// Validates and wraps `s`.
     pub fn new(s: impl Into<String>) -> Result<Self, ProtoError> {
         let s = s.into();
         check_printable("label", &s, MAX_LABEL_LEN)?;
-        Ok(Label(s))
+        Ok(Label(s.into()))
+    }
+
+    fn from_str_checked(s: &str) -> Result<Self, ProtoError> {
+        check_printable("label", s, MAX_LABEL_LEN)?;
+        Ok(Label(s.into()))
     }
 
     /// The label as text.
@@ -132,7 +139,29 @@ impl TryFrom<String> for Label {
 
 impl From<Label> for String {
     fn from(l: Label) -> String {
-        l.0
+        l.0.as_ref().to_owned()
+    }
+}
+
+impl Serialize for Label {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Label;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a label")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Label, E> {
+                Label::from_str_checked(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Test helper for the agent's crash tests; not part of the agent's API.
 //!
-//! - `sextant-agent-helper queue DIR DEVICE every|manual`: appends to a telemetry queue in a loop
+//! - `sextant-agent-helper queue DIR DEVICE every|manual|group`: appends to a telemetry queue in a loop
 //!   and prints each sequence number on stdout *after* its append returned (`A <seq>`), and each
 //!   acknowledgement after `ack_through` returned (`K <seq>`), so the parent
 //!   (`tests/queue_kill.rs`) knows what must survive its SIGKILL.
@@ -25,10 +25,10 @@ fn payload(seq: u64) -> Vec<u8> {
 fn queue(dir: &str, device: &str, sync: &str) -> ExitCode {
     let config = QueueConfig {
         segment_bytes: 4096,
-        sync: if sync == "manual" {
-            SyncPolicy::Manual
-        } else {
-            SyncPolicy::EveryAppend
+        sync: match sync {
+            "manual" => SyncPolicy::Manual,
+            "group" => SyncPolicy::Group { max_delay_ms: 5 },
+            _ => SyncPolicy::EveryAppend,
         },
         ..QueueConfig::default()
     };
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         ["crash-activate", root, version, sha] => crash_activate(root, version, sha),
         _ => {
             eprintln!(
-                "usage: sextant-agent-helper queue DIR DEVICE every|manual\n       sextant-agent-helper crash-activate ROOT VERSION SHA256HEX"
+                "usage: sextant-agent-helper queue DIR DEVICE every|manual|group\n       sextant-agent-helper crash-activate ROOT VERSION SHA256HEX"
             );
             ExitCode::FAILURE
         }
