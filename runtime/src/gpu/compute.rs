@@ -86,24 +86,7 @@ impl Kernels {
                     super::storage_entry(3, true),
                 ],
             });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(name),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let pipelines = entries
-                .iter()
-                .map(|entry| {
-                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(entry),
-                        layout: Some(&pipeline_layout),
-                        module: &module,
-                        entry_point: Some(entry),
-                        compilation_options: Default::default(),
-                        cache: None,
-                    })
-                })
-                .collect();
+            let pipelines = super::compute_pipelines(device, name, &layout, &module, entries);
             Kernels {
                 layout,
                 pipelines,

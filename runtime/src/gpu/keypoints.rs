@@ -197,24 +197,7 @@ impl GpuKeypoints {
                     storage(8, false),
                 ],
             });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("detect"),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let pipelines = ENTRIES
-                .iter()
-                .map(|entry| {
-                    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(entry),
-                        layout: Some(&pipeline_layout),
-                        module: &module,
-                        entry_point: Some(entry),
-                        compilation_options: Default::default(),
-                        cache: None,
-                    })
-                })
-                .collect();
+            let pipelines = super::compute_pipelines(device, "detect", &layout, &module, &ENTRIES);
             let params = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("detect params"),
                 size: stride * RECORDS as u64,
