@@ -901,57 +901,7 @@ impl Agent {
             return Ok(());
         }
         self.counters.model_settled.store(false, Ordering::Relaxed);
-        let claims = match check_signed_metadata(&signed, &self.cfg.pinned, unix_s(), self.floor) {
-            Ok(c) => c,
-            Err(e) => {
-                self.refuse(RefusalKind::Metadata, &signed, e.to_string());
-                return Ok(());
-            }
-        };
-        if self.store.has_blob(&sha) {
-            self.activate(version, sha, &signed);
-            return Ok(());
-        }
-        let download = self.store.begin_download(sha, claims.length)?;
-        let offset = download.offset();
-        let decision = may_start_download(
-            &self.cfg.conditions,
-            &self.cfg.download_policy,
-            claims.length - offset,
-            false,
-        );
-        if decision != DownloadDecision::Allow {
-            (self.emit)(AgentEvent::DownloadDeferred {
-                version,
-                reason: format!("{decision:?}"),
-            });
-            s.next_sync = Instant::now() + self.cfg.sync_interval;
-            return Ok(());
-        }
-        if offset >= claims.length {
-            match download.finish() {
-                Ok(sha) => self.activate(version, sha, &signed),
-                Err(e) => self.refuse(RefusalKind::Content, &signed, e.to_string()),
-            }
-            return Ok(());
-        }
-        let now = s.now();
-        let exchange = s.client.start_download(now, m, offset)?;
-        s.download_exchanges.insert(exchange);
-        (self.emit)(AgentEvent::DownloadStarted {
-            version,
-            offset,
-            length: claims.length,
-        });
-        s.download = Some(DownloadState {
-            role: Role::Active,
-            exchange,
-            version,
-            signed,
-            download,
-            since_checkpoint: 0,
-        });
-        Ok(())
+        self.fetch(s, signed, Role::Active)
     }
 
     /// The shadow half of a sync: installs the candidate the assignment names (download,
@@ -988,6 +938,15 @@ impl Agent {
         if self.refusals.is_refused(&signed) {
             return Ok(());
         }
+        self.fetch(s, signed, Role::Shadow)
+    }
+
+    /// Checks `signed` and installs its model in `role`: at once when the blob is in the store,
+    /// else by a download (resumed from the last checkpoint) when the download conditions allow
+    /// it. The active model is activated, the shadow candidate installed in the shadow slot.
+    fn fetch(&mut self, s: &mut Session, signed: SignedModelMetadata, role: Role) -> Result<()> {
+        let m = &signed.metadata;
+        let (version, sha) = (m.version.0, m.sha256.0);
         let claims = match check_signed_metadata(&signed, &self.cfg.pinned, unix_s(), self.floor) {
             Ok(c) => c,
             Err(e) => {
@@ -995,8 +954,12 @@ impl Agent {
                 return Ok(());
             }
         };
+        let install = |this: &mut Self, sha| match role {
+            Role::Active => this.activate(version, sha, &signed),
+            Role::Shadow => this.install_shadow(version, sha),
+        };
         if self.store.has_blob(&sha) {
-            self.install_shadow(version, sha);
+            install(self, sha);
             return Ok(());
         }
         let download = self.store.begin_download(sha, claims.length)?;
@@ -1012,18 +975,23 @@ impl Agent {
                 version,
                 reason: format!("{decision:?}"),
             });
+            if role == Role::Active {
+                s.next_sync = Instant::now() + self.cfg.sync_interval;
+            }
             return Ok(());
         }
         if offset >= claims.length {
             match download.finish() {
-                Ok(sha) => self.install_shadow(version, sha),
+                Ok(sha) => install(self, sha),
                 Err(e) => self.refuse(RefusalKind::Content, &signed, e.to_string()),
             }
             return Ok(());
         }
-        self.counters.model_settled.store(false, Ordering::Relaxed);
+        if role == Role::Shadow {
+            self.counters.model_settled.store(false, Ordering::Relaxed);
+        }
         let now = s.now();
-        let exchange = s.client.start_download(now, m, offset)?;
+        let exchange = s.client.start_download(now, &signed.metadata, offset)?;
         s.download_exchanges.insert(exchange);
         (self.emit)(AgentEvent::DownloadStarted {
             version,
@@ -1031,7 +999,7 @@ impl Agent {
             length: claims.length,
         });
         s.download = Some(DownloadState {
-            role: Role::Shadow,
+            role,
             exchange,
             version,
             signed,
