@@ -37,22 +37,27 @@ pub(crate) fn moments(
     let centre = y * w + x;
     let mut m10 = 0i64;
     let mut m01 = 0i64;
-    // Centre row.
+    // Row sums in i32 (at most 31 · 15 · 510 in magnitude), so the inner loops vectorise; the
+    // totals in i64. The same integers as summing in i64 throughout.
     let r = umax[0];
-    for u in 0..=2 * r {
-        m10 += (u as i64 - r as i64) * i64::from(p[centre + u - r]);
+    let row = &p[centre - r..=centre + r];
+    let mut centre_row = 0i32;
+    for (u, &px) in row.iter().enumerate() {
+        centre_row += (u as i32 - r as i32) * i32::from(px);
     }
+    m10 += i64::from(centre_row);
     for (v, &r) in umax.iter().enumerate().skip(1) {
-        let below = centre + v * w - r;
-        let above = centre - v * w - r;
-        let mut sum = 0i64;
-        for u in 0..=2 * r {
-            let du = u as i64 - r as i64;
-            let (b, a) = (i64::from(p[below + u]), i64::from(p[above + u]));
-            m10 += du * (b + a);
+        let below = &p[centre + v * w - r..=centre + v * w + r];
+        let above = &p[centre - v * w - r..=centre - v * w + r];
+        let (mut row10, mut sum) = (0i32, 0i32);
+        for (u, (&b, &a)) in below.iter().zip(above).enumerate() {
+            let du = u as i32 - r as i32;
+            let (b, a) = (i32::from(b), i32::from(a));
+            row10 += du * (b + a);
             sum += b - a;
         }
-        m01 += v as i64 * sum;
+        m10 += i64::from(row10);
+        m01 += v as i64 * i64::from(sum);
     }
     [m10, m01]
 }
