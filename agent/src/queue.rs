@@ -913,13 +913,13 @@ impl TelemetryQueue {
         Ok(())
     }
 
-    /// Deletes every record with a sequence number at or below `sequence` (the backend has
-    /// stored them); returns how many were deleted. The cursor is made durable before segments
-    /// are removed. Acknowledging numbers never assigned is clamped to the last assigned one.
-    pub fn ack_through(&mut self, sequence: u64) -> Result<u64> {
+    /// Drops the in-memory entries up to `sequence` (clamped to the last assigned number) and
+    /// moves the acknowledgement cursor there; `None` when that acknowledges nothing new.
+    /// Returns the cursor and how many entries were dropped. Durability is the caller's.
+    fn forget_through(&mut self, sequence: u64) -> Option<(u64, u64)> {
         let target = sequence.min(self.last_assigned);
         if target <= self.state.acked_through {
-            return Ok(0);
+            return None;
         }
         let mut n = 0;
         while self.entries.front().is_some_and(|e| e.seq <= target) {
@@ -929,6 +929,16 @@ impl TelemetryQueue {
             }
         }
         self.state.acked_through = target;
+        Some((target, n))
+    }
+
+    /// Deletes every record with a sequence number at or below `sequence` (the backend has
+    /// stored them); returns how many were deleted. The cursor is made durable before segments
+    /// are removed. Acknowledging numbers never assigned is clamped to the last assigned one.
+    pub fn ack_through(&mut self, sequence: u64) -> Result<u64> {
+        let Some((_, n)) = self.forget_through(sequence) else {
+            return Ok(0);
+        };
         self.persist()?;
         self.delete_consumed_segments()?;
         Ok(n)
@@ -942,18 +952,9 @@ impl TelemetryQueue {
     /// once. Records are still deleted from disk only after their acknowledgement is durable.
     /// This spares the agent two fsyncs per acknowledged batch.
     pub fn ack_through_deferred(&mut self, sequence: u64) -> Result<u64> {
-        let target = sequence.min(self.last_assigned);
-        if target <= self.state.acked_through {
+        let Some((target, n)) = self.forget_through(sequence) else {
             return Ok(0);
-        }
-        let mut n = 0;
-        while self.entries.front().is_some_and(|e| e.seq <= target) {
-            if let Some(e) = self.entries.pop_front() {
-                self.live_bytes -= e.disk_bytes();
-                n += 1;
-            }
-        }
-        self.state.acked_through = target;
+        };
         self.ack_dirty = true;
         let tail_first = self.tail.as_ref().map(|t| t.first_seq);
         let segment_done = self.segments.iter().next().is_some_and(|(first, seg)| {
