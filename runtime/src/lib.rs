@@ -44,6 +44,7 @@ pub mod image;
 pub mod localize;
 pub mod map;
 pub mod pose;
+pub(crate) mod simd;
 
 pub use backend::{Backend, BackendKind, StageBackends};
 pub use camera::{Camera, Distortion};

@@ -19,7 +19,7 @@ use sextant_runtime::backend::Backend;
 use sextant_runtime::clock::thread_cpu_seconds;
 use sextant_runtime::descriptor::DescriptorModel;
 use sextant_runtime::features::FeatureConfig;
-use sextant_runtime::localize::{Localization, Localizer, LocalizerConfig, Prior, Query};
+use sextant_runtime::localize::{Localization, Localizer, LocalizerConfig, Mode, Prior, Query};
 use sextant_runtime::map::{Map, MapBuildConfig, MapBuilder, MapFrame, encode_map};
 use sextant_runtime::{Camera, GrayImage, Pose};
 use sextant_sim::encode::rgb_to_gray;
@@ -168,6 +168,12 @@ fn median_ms(v: &mut [f64]) -> f64 {
     v[v.len() / 2] * 1e3
 }
 
+/// The 95th percentile of `v` (sorted in place), milliseconds from seconds.
+fn p95_ms(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * 0.95).round() as usize] * 1e3
+}
+
 fn bench(c: &mut Criterion) {
     let model = DescriptorModel::embedded_default().expect("model");
     let map = Arc::new(build_map(&model));
@@ -197,6 +203,7 @@ fn bench(c: &mut Criterion) {
         let mut cpu_ms = Vec::new();
         let mut stages: [Vec<f64>; 5] = Default::default();
         let mut ok = 0;
+        let mut fallbacks = 0;
         for _ in 0..3 {
             for q in &qs {
                 let (t, c) = (Instant::now(), thread_cpu_seconds());
@@ -206,6 +213,7 @@ fn bench(c: &mut Criterion) {
                     cpu_ms.push((c1 - c0) * 1e3);
                 }
                 ok += usize::from(r.outcome.is_ok());
+                fallbacks += usize::from(r.mode == Mode::TrackingThenColdStart);
                 let s = r.timings;
                 for (v, x) in stages.iter_mut().zip([
                     s.features_s,
@@ -227,6 +235,15 @@ fn bench(c: &mut Criterion) {
             median_ms(r),
             median_ms(m),
             median_ms(s)
+        );
+        eprintln!(
+            "{name} stage p95: features {:.2} ms, describe {:.2} ms, retrieval {:.2} ms, \
+             matching {:.2} ms, solve {:.2} ms; fell back to cold start {fallbacks} times",
+            p95_ms(f),
+            p95_ms(d),
+            p95_ms(r),
+            p95_ms(m),
+            p95_ms(s)
         );
         ms.sort_by(f64::total_cmp);
         cpu_ms.sort_by(f64::total_cmp);

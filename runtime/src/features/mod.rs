@@ -190,6 +190,7 @@ pub struct FeatureExtractor {
     pyramid: pyramid::Pyramid,
     scratch: detect::ResponseScratch,
     candidates: Vec<nms::Candidate>,
+    grid: nms::GridScratch,
     mask: Vec<u8>,
     keypoints: Vec<Keypoint>,
     patches: Vec<u8>,
@@ -205,6 +206,7 @@ impl FeatureExtractor {
             pyramid: pyramid::Pyramid::default(),
             scratch: detect::ResponseScratch::default(),
             candidates: Vec::new(),
+            grid: nms::GridScratch::default(),
             mask: Vec::new(),
             keypoints: Vec::new(),
             patches: Vec::new(),
@@ -288,7 +290,7 @@ impl FeatureExtractor {
         let levels = self.pyramid.len();
         for_each_level_share(&cfg, levels, |l, share| self.detect_level(l, share));
         let n = self.keypoints.len();
-        self.patches.clear();
+        // No clearing: `sample_patch` writes every byte of every patch.
         self.patches.resize(n * PATCH_AREA, 0);
         for (kp, out) in self
             .keypoints
@@ -328,7 +330,7 @@ impl FeatureExtractor {
         );
         let scale = self.pyramid.scale(l);
         let cell = level_grid_cell(self.config.grid_cell, scale);
-        let n = nms::grid_select(&mut self.candidates, k, cell, w as u32);
+        let n = nms::grid_select(&mut self.candidates, k, cell, w as u32, &mut self.grid);
         let resp = &self.scratch.response;
         for c in &self.candidates[..n] {
             let (x, y) = (c.x as usize, c.y as usize);

@@ -29,6 +29,21 @@ impl Candidate {
     }
 }
 
+crate::simd::multiversion! {
+    /// Appends to `out` the strict 3×3 local maxima of `resp` (`w x h`) above `threshold` that
+    /// lie at least `border` pixels inside the image, in raster order (see
+    /// [`local_maxima_body`]; AVX-512, AVX2 or baseline code, the same result).
+    pub(crate) fn local_maxima(
+        resp: &[f32],
+        w: usize,
+        h: usize,
+        border: usize,
+        threshold: f32,
+        mask: &mut Vec<u8>,
+        out: &mut Vec<Candidate>,
+    ) => local_maxima_body
+}
+
 /// Appends to `out` the strict 3×3 local maxima of `resp` (`w x h`) above `threshold` that lie
 /// at least `border` pixels inside the image, in raster order. Plateaus keep their first pixel in
 /// raster order. `mask` is scratch (one byte per column).
@@ -38,7 +53,8 @@ impl Candidate {
 /// time (maxima are sparse).
 // Index loops over equal-length shifted slices: bounds checks vanish and the loops vectorise.
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
-pub(crate) fn local_maxima(
+#[inline(always)]
+pub(crate) fn local_maxima_body(
     resp: &[f32],
     w: usize,
     h: usize,
@@ -103,35 +119,72 @@ fn window(r: &[f32], start: usize, n: usize) -> &[f32] {
     &r[start..start + n]
 }
 
+/// Reusable buffers of [`grid_select`].
+#[derive(Debug, Default)]
+pub(crate) struct GridScratch {
+    /// Start of each cell's run in `sorted` (`cells + 1`).
+    starts: Vec<u32>,
+    /// The candidates grouped by cell.
+    sorted: Vec<Candidate>,
+}
+
 /// Keeps at most `k` of `cands` (reordered in place, result in `cands[..returned]`), spread over
 /// a grid of `cell`-pixel cells: all cells' best first, then all cells' second best, and so on;
 /// within one rank, by descending score. Every comparison is a total order on (cell, score,
 /// position), and positions are distinct, so the result does not depend on the order of
 /// `cands` (the GPU appends candidates in any order).
-pub(crate) fn grid_select(cands: &mut [Candidate], k: usize, cell: u32, width: u32) -> usize {
+///
+/// The candidates are grouped by cell with a counting sort and each cell's few are sorted on
+/// their own (instead of one sort of all candidates), then the `k` best ranks are selected.
+pub(crate) fn grid_select(
+    cands: &mut [Candidate],
+    k: usize,
+    cell: u32,
+    width: u32,
+    scratch: &mut GridScratch,
+) -> usize {
     if k == 0 || cands.is_empty() {
         return 0;
     }
     let cell = cell.max(1);
     let cols = width.div_ceil(cell).max(1);
+    let mut cells = 0;
     for c in cands.iter_mut() {
         c.key = (c.y / cell) * cols + c.x / cell;
+        cells = cells.max(c.key as usize + 1);
+    }
+    // Counting sort by cell: `starts[c]` becomes the end of cell `c - 1`'s run as candidates are
+    // placed, so it ends as the start of cell `c`.
+    let GridScratch { starts, sorted } = scratch;
+    starts.clear();
+    starts.resize(cells + 1, 0);
+    for c in cands.iter() {
+        starts[c.key as usize + 1] += 1;
+    }
+    for i in 1..=cells {
+        starts[i] += starts[i - 1];
+    }
+    sorted.clear();
+    sorted.resize(cands.len(), Candidate::default());
+    for c in cands.iter() {
+        let slot = &mut starts[c.key as usize];
+        sorted[*slot as usize] = *c;
+        *slot += 1;
     }
     // (key, score descending) packed in one u64 so most comparisons are a single integer
     // compare; position breaks the rare ties. The same order as comparing the fields.
     let order =
         |a: &Candidate, b: &Candidate| packed(a).cmp(&packed(b)).then((a.y, a.x).cmp(&(b.y, b.x)));
-    cands.sort_unstable_by(order);
-    let mut prev = u32::MAX;
-    let mut rank = 0u32;
-    for c in cands.iter_mut() {
-        if c.key != prev {
-            prev = c.key;
-            rank = 0;
+    let mut start = 0;
+    for &end in &starts[..cells] {
+        let run = &mut sorted[start..end as usize];
+        run.sort_unstable_by(order);
+        for (rank, c) in run.iter_mut().enumerate() {
+            c.key = rank as u32;
         }
-        c.key = rank;
-        rank += 1;
+        start = end as usize;
     }
+    cands.copy_from_slice(sorted);
     let n = k.min(cands.len());
     if n < cands.len() {
         cands.select_nth_unstable_by(n, order);
@@ -177,10 +230,10 @@ mod tests {
             Candidate::new(5, 2, 8.0, 0),
             Candidate::new(12, 3, 1.0, 0),
         ];
-        let n = grid_select(&mut c, 2, 8, 16);
+        let n = grid_select(&mut c, 2, 8, 16, &mut GridScratch::default());
         assert_eq!(n, 2);
         assert_eq!((c[0].x, c[1].x), (1, 12));
-        let n = grid_select(&mut c, 3, 8, 16);
+        let n = grid_select(&mut c, 3, 8, 16, &mut GridScratch::default());
         assert_eq!(n, 3);
         assert_eq!(c[2].score, 9.0);
     }
@@ -198,12 +251,15 @@ mod tests {
             })
             .collect();
         let mut reference = cands.clone();
-        let n = grid_select(&mut reference, 57, 16, 120);
+        let n = grid_select(&mut reference, 57, 16, 120, &mut GridScratch::default());
         for round in 0..5 {
             cands.reverse();
             cands.rotate_left(round * 37);
             let mut c = cands.clone();
-            assert_eq!(grid_select(&mut c, 57, 16, 120), n);
+            assert_eq!(
+                grid_select(&mut c, 57, 16, 120, &mut GridScratch::default()),
+                n
+            );
             assert_eq!(&c[..n], &reference[..n], "round {round}");
         }
     }
@@ -320,6 +376,8 @@ mod tests {
             f32::INFINITY,
             100.0,
         ];
+        // One scratch for every size: reuse with fewer cells and candidates than before.
+        let mut scratch = GridScratch::default();
         for (n, k) in [(50, 10), (500, 120), (3000, 600), (40, 100)] {
             let cands: Vec<Candidate> = (0..n)
                 .map(|_| {
@@ -328,7 +386,7 @@ mod tests {
                 })
                 .collect();
             let (mut a, mut b) = (cands.clone(), cands);
-            let na = grid_select(&mut a, k, 16, 300);
+            let na = grid_select(&mut a, k, 16, 300, &mut scratch);
             let nb = grid_select_reference(&mut b, k, 16, 300);
             assert_eq!(na, nb);
             let pick = |v: &[Candidate]| -> Vec<(u32, u32, u32)> {

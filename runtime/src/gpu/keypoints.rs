@@ -153,6 +153,7 @@ pub struct GpuKeypoints {
     raw: Vec<u8>,
     records: Vec<u32>,
     by_level: Vec<Vec<Candidate>>,
+    grid: nms::GridScratch,
     points: Vec<u32>,
     item_words: Vec<u32>,
     item_bytes: Vec<u8>,
@@ -253,6 +254,7 @@ impl GpuKeypoints {
                 raw: Vec::new(),
                 records: Vec::new(),
                 by_level: (0..MAX_LEVELS).map(|_| Vec::new()).collect(),
+                grid: nms::GridScratch::default(),
                 points: Vec::new(),
                 item_words: Vec::new(),
                 item_bytes: Vec::new(),
@@ -660,6 +662,7 @@ impl GpuKeypoints {
         let cfg = &self.config;
         let levels = &self.levels;
         let by_level = &mut self.by_level;
+        let grid = &mut self.grid;
         let records = &self.records;
         let points = &mut self.points;
         for_each_level_share(cfg, levels.len(), |l, share| {
@@ -669,7 +672,7 @@ impl GpuKeypoints {
             }
             let cands = &mut by_level[l];
             let cell = level_grid_cell(cfg.grid_cell, lv.scale);
-            let n = nms::grid_select(cands, share, cell, lv.w);
+            let n = nms::grid_select(cands, share, cell, lv.w, grid);
             for c in &cands[..n] {
                 let r = &records[c.tag as usize * RECORD_WORDS..][..RECORD_WORDS];
                 let around = [r[4], r[5], r[6], r[7]].map(f32::from_bits);
