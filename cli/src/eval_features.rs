@@ -22,7 +22,7 @@ use sextant_runtime::GrayImage;
 use sextant_runtime::backend::BackendKind;
 use sextant_runtime::features::homography::{Slice, make_pair, matching_accuracy, repeatability};
 
-use crate::features::{BackendChoice, ExtractOptions, Pipeline, load_gray};
+use crate::features::{BackendChoice, DetectorOptions, ExtractOptions, Pipeline, load_gray};
 
 /// Arguments of `sextant eval features`.
 #[derive(Debug, clap::Args)]
@@ -36,6 +36,8 @@ pub struct FeaturesEvalArgs {
     /// Most keypoints per image.
     #[arg(long, default_value_t = 1000)]
     pub max_keypoints: usize,
+    #[command(flatten)]
+    pub detector: DetectorOptions,
     /// Write the pairs and homographies to this folder.
     #[arg(long)]
     pub write: Option<PathBuf>,
@@ -72,6 +74,7 @@ pub fn run(args: FeaturesEvalArgs) -> anyhow::Result<()> {
     );
     let options = ExtractOptions {
         max_keypoints: args.max_keypoints,
+        detector: args.detector.clone(),
         backend: args.backend,
     };
     let mut pipeline = Pipeline::new_optional(&options)?;

@@ -66,9 +66,44 @@ pub struct ExtractOptions {
     /// Most keypoints per image.
     #[arg(long, default_value_t = 1000)]
     pub max_keypoints: usize,
+    #[command(flatten)]
+    pub detector: DetectorOptions,
     /// Where to compute descriptors and matches (results are identical on every backend).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+}
+
+/// Detector settings that differ from the runtime's defaults (`FeatureConfig::default`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DetectorOptions {
+    /// Most pyramid levels, 1 to 16 (default 16).
+    #[arg(long)]
+    pub levels: Option<usize>,
+    /// Scale factor between pyramid levels, 1.05 to 2.0 (default 1.1).
+    #[arg(long)]
+    pub scale_factor: Option<f32>,
+    /// Smallest side of the cells keypoints are spread over, level-0 pixels (default 16).
+    #[arg(long)]
+    pub grid_cell: Option<u32>,
+    /// Grid cells per keypoint of a level's budget; 0 keeps `--grid-cell` cells (default 4).
+    #[arg(long)]
+    pub cells_per_keypoint: Option<u32>,
+}
+
+impl ExtractOptions {
+    /// The detector settings these options ask for (the runtime's defaults otherwise).
+    pub fn feature_config(&self) -> FeatureConfig {
+        let d = FeatureConfig::default();
+        let o = &self.detector;
+        FeatureConfig {
+            max_keypoints: self.max_keypoints,
+            levels: o.levels.unwrap_or(d.levels),
+            scale_factor: o.scale_factor.unwrap_or(d.scale_factor),
+            grid_cell: o.grid_cell.unwrap_or(d.grid_cell),
+            cells_per_keypoint: o.cells_per_keypoint.unwrap_or(d.cells_per_keypoint),
+            ..d
+        }
+    }
 }
 
 /// Arguments of `sextant features extract`.
@@ -150,10 +185,7 @@ impl Pipeline {
 
     /// Like [`Pipeline::new`], but without descriptors when the model does not load.
     pub fn new_optional(options: &ExtractOptions) -> anyhow::Result<Pipeline> {
-        let config = FeatureConfig {
-            max_keypoints: options.max_keypoints,
-            ..FeatureConfig::default()
-        };
+        let config = options.feature_config();
         let extractor = FeatureExtractor::new(config.clone())?;
         let requested = Backend::from(options.backend);
         let mut selection =

@@ -118,7 +118,7 @@ pub fn build_config(
     let mut c = MapBuildConfig {
         features: FeatureConfig {
             max_keypoints: keypoints,
-            ..FeatureConfig::default()
+            ..FeatureConfig::localization()
         },
         tile_size_m: tile_size,
         neighbours,

@@ -329,11 +329,16 @@ fn gpu_pipeline_equals_the_cpu_pipeline_for_small_budgets_and_frames() -> TestRe
             levels: 3,
             scale_factor: 1.7,
             grid_cell: 20,
+            cells_per_keypoint: 2,
             min_response: 4.0,
         },
         FeatureConfig {
             max_keypoints: 2000,
             ..Default::default()
+        },
+        FeatureConfig {
+            max_keypoints: 300,
+            ..FeatureConfig::localization()
         },
     ] {
         let selection = select_on(Backend::Gpu, Ok(ctx.clone()))?;

@@ -60,7 +60,7 @@ fn build_map(model: &DescriptorModel) -> Map {
     let config = MapBuildConfig {
         features: FeatureConfig {
             max_keypoints: KEYPOINTS,
-            ..FeatureConfig::default()
+            ..FeatureConfig::localization()
         },
         ..MapBuildConfig::default()
     };

@@ -124,10 +124,17 @@ pub struct FeatureConfig {
     pub max_keypoints: usize,
     /// Most pyramid levels.
     pub levels: usize,
-    /// Scale factor between pyramid levels (1.1 ..= 2.0).
+    /// Scale factor between pyramid levels (1.05 ..= 2.0).
     pub scale_factor: f32,
-    /// Grid cell side for spatial spread, in pixels of level 0 (scaled down with each level).
+    /// Grid cell side for spatial spread, in pixels of level 0 (scaled down with each level, at
+    /// least 8 level pixels): the smallest cell.
     pub grid_cell: u32,
+    /// Cells per keypoint of a level's budget (0: cells of `grid_cell` only). A level with a
+    /// budget of `k` keypoints uses cells of side `sqrt(area / (cells_per_keypoint · k))` when
+    /// that is larger than `grid_cell`'s, so the grid spreads keypoints however finely the
+    /// budget is divided among levels. Small values spread more evenly; large values let strong
+    /// corners win more often (4: see docs/features.md for the trade-off measured).
+    pub cells_per_keypoint: u32,
     /// Smallest corner response kept (λ_min in grey levels² per pixel²).
     pub min_response: f32,
 }
@@ -136,21 +143,38 @@ impl Default for FeatureConfig {
     fn default() -> Self {
         FeatureConfig {
             max_keypoints: 1000,
-            levels: 8,
-            scale_factor: 1.3,
-            grid_cell: 32,
+            levels: 16,
+            scale_factor: 1.1,
+            grid_cell: 16,
+            cells_per_keypoint: 4,
             min_response: 1.0,
         }
     }
 }
 
 impl FeatureConfig {
+    /// The detector settings of maps and of the localiser's cold start: a coarser pyramid
+    /// (factor 1.3, 8 levels, fixed 32-pixel cells) than [`FeatureConfig::default`]'s, so 2.4 instead of
+    /// 5.8 frame areas of corner response per frame. The localiser's figures (`sextant eval
+    /// localize`, the localisation bench) are measured with it; the finer default matches
+    /// better across viewpoint, blur and noise (`sextant eval features`) but has not yet been
+    /// made the localiser's (see docs/features.md).
+    pub fn localization() -> FeatureConfig {
+        FeatureConfig {
+            levels: 8,
+            scale_factor: 1.3,
+            grid_cell: 32,
+            cells_per_keypoint: 0,
+            ..FeatureConfig::default()
+        }
+    }
+
     /// Checks every field's range.
     pub fn validate(&self) -> std::result::Result<(), FeatureError> {
         let bad = |m: String| Err(FeatureError::InvalidConfig(m));
-        if !(self.scale_factor.is_finite() && (1.1..=2.0).contains(&self.scale_factor)) {
+        if !(self.scale_factor.is_finite() && (1.05..=2.0).contains(&self.scale_factor)) {
             return bad(format!(
-                "scale_factor {} outside 1.1..=2.0",
+                "scale_factor {} outside 1.05..=2.0",
                 self.scale_factor
             ));
         }
@@ -286,6 +310,15 @@ impl FeatureExtractor {
         let cfg = self.config.clone();
         self.pyramid
             .build_from_base(cfg.scale_factor, cfg.levels, MIN_LEVEL_SIDE);
+        // Room for the worst case of every level (level 0 bounds them all), reserved once per
+        // frame size: a busier frame never grows a buffer, and the pages are touched only when
+        // used. Cells are at least 8 level pixels (`level_grid_cell`).
+        let (w0, h0) = (self.gray().width() as usize, self.gray().height() as usize);
+        let most = nms::max_candidates(w0, h0);
+        self.candidates
+            .reserve(most.saturating_sub(self.candidates.len()));
+        self.grid
+            .reserve(most, w0.div_ceil(8) * h0.div_ceil(8) + w0 + h0);
         self.keypoints.clear();
         let levels = self.pyramid.len();
         for_each_level_share(&cfg, levels, |l, share| self.detect_level(l, share));
@@ -329,7 +362,7 @@ impl FeatureExtractor {
             &mut self.candidates,
         );
         let scale = self.pyramid.scale(l);
-        let cell = level_grid_cell(self.config.grid_cell, scale);
+        let cell = level_grid_cell(&self.config, scale, w as u32, h as u32, k);
         let n = nms::grid_select(&mut self.candidates, k, cell, w as u32, &mut self.grid);
         let resp = &self.scratch.response;
         for c in &self.candidates[..n] {
@@ -354,10 +387,24 @@ pub(crate) fn level_is_detectable(w: u32, h: u32) -> bool {
     w as usize > 2 * BORDER && h as usize > 2 * BORDER
 }
 
-/// The grid cell (level pixels) of a level of `scale` level-0 pixels per pixel.
-pub(crate) fn level_grid_cell(grid_cell: u32, [sx, sy]: [f32; 2]) -> u32 {
+/// The grid cell (level pixels) of a `w x h` level of `scale` level-0 pixels per pixel with a
+/// budget of `share` keypoints: `grid_cell / scale` (at least 8), or larger where
+/// `cells_per_keypoint` asks for fewer, larger cells (see [`FeatureConfig::cells_per_keypoint`]).
+pub(crate) fn level_grid_cell(
+    config: &FeatureConfig,
+    [sx, sy]: [f32; 2],
+    w: u32,
+    h: u32,
+    share: usize,
+) -> u32 {
     let scale = 0.5 * (sx + sy);
-    ((grid_cell as f32 / scale).round() as u32).max(8)
+    let fixed = ((config.grid_cell as f32 / scale).round() as u32).max(8);
+    if config.cells_per_keypoint == 0 {
+        return fixed;
+    }
+    let cells = f64::from(config.cells_per_keypoint) * share.max(1) as f64;
+    let adaptive = (f64::from(w) * f64::from(h) / cells).sqrt().round() as u32;
+    fixed.max(adaptive)
 }
 
 /// ORB's budget over `levels` levels: level `l` gets a share proportional to `(1/s)^l`, what a

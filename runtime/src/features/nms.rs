@@ -128,6 +128,23 @@ pub(crate) struct GridScratch {
     sorted: Vec<Candidate>,
 }
 
+impl GridScratch {
+    /// Makes room for `candidates` candidates over `cells` cells, so later calls within those
+    /// bounds do not allocate.
+    pub(crate) fn reserve(&mut self, candidates: usize, cells: usize) {
+        self.sorted
+            .reserve(candidates.saturating_sub(self.sorted.len()));
+        self.starts
+            .reserve((cells + 1).saturating_sub(self.starts.len()));
+    }
+}
+
+/// The most candidates [`local_maxima`] can return for a `w x h` response: kept maxima are never
+/// 8-neighbours (a plateau keeps its first pixel), so at most one pixel in each 2×2 block.
+pub(crate) fn max_candidates(w: usize, h: usize) -> usize {
+    w.div_ceil(2) * h.div_ceil(2)
+}
+
 /// Keeps at most `k` of `cands` (reordered in place, result in `cands[..returned]`), spread over
 /// a grid of `cell`-pixel cells: all cells' best first, then all cells' second best, and so on;
 /// within one rank, by descending score. Every comparison is a total order on (cell, score,

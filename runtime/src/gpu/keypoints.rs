@@ -671,7 +671,7 @@ impl GpuKeypoints {
                 return 0;
             }
             let cands = &mut by_level[l];
-            let cell = level_grid_cell(cfg.grid_cell, lv.scale);
+            let cell = level_grid_cell(cfg, lv.scale, lv.w, lv.h, share);
             let n = nms::grid_select(cands, share, cell, lv.w, grid);
             for c in &cands[..n] {
                 let r = &records[c.tag as usize * RECORD_WORDS..][..RECORD_WORDS];

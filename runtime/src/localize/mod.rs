@@ -96,11 +96,11 @@ impl Default for LocalizerConfig {
             ..AbsolutePoseOptions::default()
         };
         LocalizerConfig {
-            features: FeatureConfig::default(),
+            features: FeatureConfig::localization(),
             tracking_features: FeatureConfig {
                 max_keypoints: 600,
                 levels: 5,
-                ..FeatureConfig::default()
+                ..FeatureConfig::localization()
             },
             retrieval_keyframes: 6,
             match_ratio: 0.9,

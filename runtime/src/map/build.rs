@@ -50,7 +50,7 @@ pub struct MapBuildConfig {
 impl Default for MapBuildConfig {
     fn default() -> Self {
         MapBuildConfig {
-            features: FeatureConfig::default(),
+            features: FeatureConfig::localization(),
             match_ratio: 0.9,
             neighbours: 6,
             min_overlap: 0.15,
