@@ -6,7 +6,9 @@
 //! counted, never blocking. The agent's side ([`TapDrain`]) pops events in batches and appends
 //! them to the [`TelemetryQueue`] with one write per batch (and one fsync, or fewer under
 //! [`crate::queue::SyncPolicy::Group`]), adding the hand-off's drop count to the queue's
-//! persisted counters.
+//! persisted counters. Each event is encoded straight into the queue's write buffer; telemetry
+//! records ([`RecordBody`]) go through [`TapDrain::drain_records_into`], so that the queue knows
+//! it encoded them itself (well-formed by construction, not checked again before upload).
 //!
 //! ```
 //! use sextant_agent::handoff::Handoff;
@@ -22,6 +24,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use heapless::spsc::{Consumer, Producer, Queue};
+use sextant_proto::RecordBody;
 
 use crate::error::Result;
 use crate::queue::TelemetryQueue;
@@ -52,15 +55,7 @@ impl<T, const N: usize> Handoff<T, N> {
     pub fn split(&mut self) -> (FrameTap<'_, T>, TapDrain<'_, T>) {
         let (p, c) = self.ring.split();
         let dropped = &self.dropped;
-        (
-            FrameTap { p, dropped },
-            TapDrain {
-                c,
-                dropped,
-                buf: Vec::new(),
-                ends: Vec::new(),
-            },
-        )
+        (FrameTap { p, dropped }, TapDrain { c, dropped })
     }
 }
 
@@ -93,10 +88,6 @@ impl<T> FrameTap<'_, T> {
 pub struct TapDrain<'a, T> {
     c: Consumer<'a, T>,
     dropped: &'a AtomicU64,
-    /// The batch's encodings, kept between calls (no fresh pages per batch).
-    buf: Vec<u8>,
-    /// `ends[i]` is where event `i`'s encoding ends in `buf`.
-    ends: Vec<usize>,
 }
 
 impl<T> TapDrain<'_, T> {
@@ -111,10 +102,11 @@ impl<T> TapDrain<'_, T> {
     }
 
     /// Moves up to `max` events into `queue` as one batch (one write; see the queue's
-    /// [`crate::queue::SyncPolicy`] for when it is fsynced), encoding each
-    /// with `encode`, and adds the hand-off's drops to the queue's persisted counters. Returns how
-    /// many events were appended. If the append fails, the popped events are lost and counted
-    /// as hand-off drops (the frame path has moved on; there is nowhere to keep them).
+    /// [`crate::queue::SyncPolicy`] for when it is fsynced), encoding each with `encode`
+    /// straight into the queue's write buffer, and adds the hand-off's drops to the queue's
+    /// persisted counters. Returns how many events were appended. If the append fails, the
+    /// popped events are lost and counted as hand-off drops (the frame path has moved on; there
+    /// is nowhere to keep them).
     pub fn drain_into(
         &mut self,
         queue: &mut TelemetryQueue,
@@ -122,31 +114,63 @@ impl<T> TapDrain<'_, T> {
         now_ms: u64,
         mut encode: impl FnMut(&T, &mut Vec<u8>),
     ) -> Result<usize> {
-        // One buffer for the whole batch (no allocation per event), reused across batches.
-        let (buf, ends) = (&mut self.buf, &mut self.ends);
-        buf.clear();
-        ends.clear();
-        while ends.len() < max {
-            let Some(item) = self.c.dequeue() else { break };
-            encode(&item, buf);
-            ends.push(buf.len());
-        }
-        let n = ends.len();
-        let payloads = ends.iter().scan(0usize, |start, &end| {
-            let p = &buf[*start..end];
-            *start = end;
-            Some(p)
+        let c = &mut self.c;
+        let mut popped = 0usize;
+        let appended = queue.append_from(now_ms, |out| {
+            if popped == max {
+                return false;
+            }
+            let Some(item) = c.dequeue() else {
+                return false;
+            };
+            popped += 1;
+            encode(&item, out);
+            true
         });
-        let appended = queue.append_batch(payloads, now_ms);
+        self.settle(queue, popped, appended)
+    }
+
+    /// Adds the drops (and the popped events of a failed append) to the queue's counters.
+    fn settle(
+        &mut self,
+        queue: &mut TelemetryQueue,
+        popped: usize,
+        appended: Result<std::ops::Range<u64>>,
+    ) -> Result<usize> {
         if appended.is_err() {
-            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.dropped.fetch_add(popped as u64, Ordering::Relaxed);
         }
         let dropped = self.take_dropped();
         if let Err(e) = queue.add_handoff_drops(dropped) {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
             return Err(e);
         }
-        appended.map(|_| n)
+        appended.map(|_| popped)
+    }
+}
+
+impl TapDrain<'_, RecordBody> {
+    /// [`TapDrain::drain_into`] for telemetry records, through
+    /// [`TelemetryQueue::append_bodies`]: each is encoded with [`RecordBody::encode_cbor`], and
+    /// the queue marks the records as encoded here (well-formed by construction).
+    pub fn drain_records_into(
+        &mut self,
+        queue: &mut TelemetryQueue,
+        max: usize,
+        now_ms: u64,
+    ) -> Result<usize> {
+        let c = &mut self.c;
+        let mut popped = 0usize;
+        let bodies = std::iter::from_fn(|| {
+            if popped == max {
+                return None;
+            }
+            let body = c.dequeue()?;
+            popped += 1;
+            Some(body)
+        });
+        let appended = queue.append_bodies(bodies, now_ms);
+        self.settle(queue, popped, appended)
     }
 }
 
@@ -204,5 +228,49 @@ mod tests {
             .collect();
         assert!(vals.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(q.stats().dropped.by_handoff + stored as u64, total);
+    }
+
+    #[test]
+    fn telemetry_records_are_encoded_into_the_queue_and_marked_as_encoded_here() {
+        use sextant_proto::{
+            ComputeBackend, Label, LocalizationEvent, ModelVersion, Outcome, PoseSource, SliceKeys,
+            StageTimings,
+        };
+        let body = |i: u32| {
+            RecordBody::Localization(LocalizationEvent {
+                model: ModelVersion(1),
+                slice: SliceKeys {
+                    device_class: Label::new("phone").unwrap(),
+                    app_version: Label::new("1.0").unwrap(),
+                    backend: ComputeBackend::Cpu,
+                    region: None,
+                },
+                outcome: Outcome::Localized {
+                    source: PoseSource::Visual,
+                },
+                confidence: 0.5,
+                inliers: i,
+                timings: StageTimings::default(),
+            })
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = TelemetryQueue::open(dir.path(), "dev", QueueConfig::default()).unwrap();
+        let mut ring: Handoff<RecordBody, 64> = Handoff::new();
+        let (mut tap, mut drain) = ring.split();
+        for i in 0..50 {
+            assert!(tap.push(body(i)));
+        }
+        assert_eq!(drain.drain_records_into(&mut q, 30, 1).unwrap(), 30);
+        assert_eq!(drain.drain_records_into(&mut q, 30, 1).unwrap(), 20);
+        assert_eq!(drain.drain_records_into(&mut q, 30, 1).unwrap(), 0);
+        let mut raw = crate::queue::RawBatch::default();
+        q.peek_raw(usize::MAX, usize::MAX, &mut raw).unwrap();
+        assert_eq!(raw.records.len(), 50);
+        for (i, r) in raw.records.iter().enumerate() {
+            assert!(r.encoded_here && r.from_memory);
+            let mut want = Vec::new();
+            body(i as u32).encode_cbor(&mut want);
+            assert_eq!(raw.payload(r), &want[..]);
+        }
     }
 }

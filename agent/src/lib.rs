@@ -7,7 +7,7 @@
 //!   records carrying `(device, sequence)`; survives `kill -9` at any instant (torn tails are
 //!   detected and cut on open), deletes records only when acknowledged, enforces item, byte and
 //!   age caps by dropping the oldest and counting what it dropped, and keeps sequence numbers
-//!   monotonic across restarts.
+//!   monotonic across restarts; uploads read just-appended records from a bounded memory copy.
 //! - [`handoff`]: the lock-free, fixed-capacity hand-off (`heapless::spsc`) from the runtime's
 //!   frame path; a full ring drops and counts, never blocks the camera thread.
 //! - [`store`]: the content-addressed model store — resumable downloads with verified prefixes,

@@ -50,6 +50,23 @@
 //! reservation, so a number whose record was lost in a power cut is never reused for another
 //! record. Numbers therefore have gaps after a restart; the backend must not assume contiguity.
 //!
+//! # Memory copy
+//!
+//! Records appended by this process are also kept in memory, as written (headers included),
+//! in buffers of at most [`QueueConfig::memory_bytes`] in all (4 MiB by default; allocated as
+//! needed, then reused), until they are deleted; [`TelemetryQueue::peek_raw`] serves them from
+//! there instead of reading them back from the segment files (no `pread`, no second checksum
+//! pass). When the copy is full, later appends go to disk only (and are read
+//! back from it), so what is served from memory is always the oldest records of a burst. The
+//! copy changes nothing on disk: durability is the segment files', and records found on disk
+//! at open are always read from disk and checked. [`QueueStats`] counts records read each way.
+//!
+//! Appends through [`TelemetryQueue::append_bodies`] encode each [`RecordBody`] straight into
+//! the write buffer with [`RecordBody::encode_cbor`]; the queue remembers which sequence numbers
+//! it encoded so ([`RawRecord::encoded_here`]): their bytes are one well-formed CBOR item by
+//! construction, whether read back from memory or from disk (where the checksum holds them
+//! byte for byte to what was encoded).
+//!
 //! # Caps
 //!
 //! Item, byte and age caps drop the oldest records first. When a count or byte cap is exceeded
@@ -57,12 +74,17 @@
 //! once per sixteenth of the cap rather than once per append. Every dropped record is counted
 //! by cause in [`DropCounts`], which is persisted in `state` and reported in [`QueueStats`].
 
+use std::borrow::Borrow;
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use sextant_proto::RecordBody;
 
 use crate::error::{AgentError, Result};
 use crate::fsutil::{self, AppendFile, Disk, RealDisk};
@@ -75,6 +97,10 @@ pub const RECORD_HEADER: usize = 24;
 /// most frequent fsync under a fast producer (one per 4,096 events). A restart skips what was
 /// left of the reservation; with 64-bit numbers, the gaps cost nothing.
 pub const SEQ_RESERVATION: u64 = 1 << 16;
+
+/// [`TelemetryQueue::ack_through_deferred`] makes the cursor durable (and deletes the
+/// segments) at once when this many whole segments are acknowledged.
+pub const DEFERRED_SEGMENTS: usize = 4;
 
 const STATE_FILE: &str = "state";
 const STATE_VERSION: u8 = 1;
@@ -116,6 +142,10 @@ pub struct QueueConfig {
     pub max_record_bytes: usize,
     /// Fsync policy.
     pub sync: SyncPolicy,
+    /// Most bytes of memory (buffer capacity) holding the copy of records appended by this
+    /// process that [`TelemetryQueue::peek_raw`] serves without reading them back (0: no copy;
+    /// see the module docs). Allocated as needed, then kept and reused.
+    pub memory_bytes: usize,
 }
 
 impl Default for QueueConfig {
@@ -127,6 +157,7 @@ impl Default for QueueConfig {
             segment_bytes: 1 << 20,
             max_record_bytes: 64 << 10,
             sync: SyncPolicy::EveryAppend,
+            memory_bytes: 4 << 20,
         }
     }
 }
@@ -200,7 +231,13 @@ pub struct RawRecord {
     /// When it was recorded (ms since the Unix epoch).
     pub recorded_at_ms: u64,
     /// Where the payload lies in [`RawBatch::data`].
-    pub payload: std::ops::Range<usize>,
+    pub payload: Range<usize>,
+    /// This process appended it with [`TelemetryQueue::append_bodies`]: the payload is byte for
+    /// byte what [`RecordBody::encode_cbor`] wrote, so one well-formed CBOR item of a
+    /// `RecordBody` by construction.
+    pub encoded_here: bool,
+    /// It was served from the queue's memory copy, not read back from a segment file.
+    pub from_memory: bool,
 }
 
 /// A snapshot of the queue's counters.
@@ -219,6 +256,10 @@ pub struct QueueStats {
     /// Sealed (non-last) segments found damaged on open and truncated at the damage (bit rot or
     /// a lost write), as opposed to the expected torn tail of the last segment.
     pub corrupt_segments: u64,
+    /// Records [`TelemetryQueue::peek_raw`] served from the memory copy, since open.
+    pub read_from_memory: u64,
+    /// Records it read back from the segment files (and checked), since open.
+    pub read_from_disk: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,9 +376,32 @@ pub struct TelemetryQueue {
     tail: Option<Tail>,
     /// The cursor moved by [`TelemetryQueue::ack_through_deferred`] and is not durable yet.
     ack_dirty: bool,
-    /// [`TelemetryQueue::append_batch`]'s encoding buffer, kept between calls: a fresh one of a
-    /// few hundred KiB per batch is fresh pages from the kernel (page faults) every time.
+    /// The batch being written, kept between appends: a fresh buffer of a few hundred KiB per
+    /// batch is fresh pages from the kernel (page faults) every time.
     scratch: Vec<u8>,
+    /// The memory copy of records appended by this process (see the module docs), oldest
+    /// first: one run per appended batch.
+    mem: VecDeque<MemRun>,
+    /// Buffers of the memory copy not in use (their runs were deleted), reused for later runs.
+    spare: Vec<Vec<u8>>,
+    /// Capacity of the buffers in `mem` and `spare`: at most `config.memory_bytes`. The copy's
+    /// buffers are allocated once and reused, never handed back per batch.
+    pool_bytes: usize,
+    /// Sequence numbers this process appended through [`TelemetryQueue::append_bodies`], as
+    /// ranges (adjacent ones merged), oldest first; trimmed as records are deleted.
+    encoded_here: VecDeque<Range<u64>>,
+    read_from_memory: Cell<u64>,
+    read_from_disk: Cell<u64>,
+}
+
+/// One appended batch in the memory copy: its records as written to segment `segment` at
+/// `offset`, with sequence numbers `seqs`.
+#[derive(Debug)]
+struct MemRun {
+    seqs: Range<u64>,
+    segment: u64,
+    offset: u64,
+    data: Vec<u8>,
 }
 
 impl std::fmt::Debug for TelemetryQueue {
@@ -362,24 +426,29 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         .ok()
 }
 
-fn record_crc(header_tail: &[u8; 20], payload: &[u8]) -> u32 {
-    // CRC over length (4), sequence (8), time (8) and payload.
-    let c = crc32c::crc32c(&header_tail[..4]);
-    let c = crc32c::crc32c_append(c, &header_tail[4..20]);
-    crc32c::crc32c_append(c, payload)
+/// The checksum of a whole record `rec` (header and payload): CRC32C over the length (4), then
+/// the sequence number, time and payload (everything after the checksum field).
+fn record_crc(rec: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&rec[..4]), &rec[8..])
+}
+
+/// Fills in the header of the record `rec` (header space followed by the payload) in place.
+fn seal_record(rec: &mut [u8], seq: u64, ts_ms: u64) {
+    let len = (rec.len() - RECORD_HEADER) as u32;
+    rec[..4].copy_from_slice(&len.to_le_bytes());
+    rec[8..16].copy_from_slice(&seq.to_le_bytes());
+    rec[16..24].copy_from_slice(&ts_ms.to_le_bytes());
+    let crc = record_crc(rec);
+    rec[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Encodes one record into `out`.
+#[cfg(test)]
 fn encode_record(out: &mut Vec<u8>, seq: u64, ts_ms: u64, payload: &[u8]) {
-    let mut h = [0u8; 20];
-    h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    h[4..12].copy_from_slice(&seq.to_le_bytes());
-    h[12..20].copy_from_slice(&ts_ms.to_le_bytes());
-    let crc = record_crc(&h, payload);
-    out.extend_from_slice(&h[..4]);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&h[4..20]);
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER]);
     out.extend_from_slice(payload);
+    seal_record(&mut out[start..], seq, ts_ms);
 }
 
 /// Decodes the record at the start of `b`: `Some((seq, ts, payload_len))` if it is whole and its
@@ -393,10 +462,7 @@ fn decode_record(b: &[u8], max_record: usize) -> Option<(u64, u64, usize)> {
         return None;
     }
     let crc = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-    let mut h = [0u8; 20];
-    h[..4].copy_from_slice(&b[..4]);
-    h[4..20].copy_from_slice(&b[8..24]);
-    if record_crc(&h, &b[RECORD_HEADER..RECORD_HEADER + len]) != crc {
+    if record_crc(&b[..RECORD_HEADER + len]) != crc {
         return None;
     }
     let mut w = [0u8; 8];
@@ -456,7 +522,13 @@ impl TelemetryQueue {
             segments: BTreeMap::new(),
             tail: None,
             ack_dirty: false,
+            mem: VecDeque::new(),
             scratch: Vec::new(),
+            spare: Vec::new(),
+            pool_bytes: 0,
+            encoded_here: VecDeque::new(),
+            read_from_memory: Cell::new(0),
+            read_from_disk: Cell::new(0),
         };
         q.scan()?;
         let last = q.entries.back().map_or(0, |e| e.seq);
@@ -610,38 +682,84 @@ impl TelemetryQueue {
         &mut self,
         payloads: impl IntoIterator<Item = &'a [u8]>,
         recorded_at_ms: u64,
-    ) -> Result<std::ops::Range<u64>> {
-        let first = self.next_seq;
+    ) -> Result<Range<u64>> {
+        let mut payloads = payloads.into_iter();
+        self.append_from(recorded_at_ms, |out| {
+            payloads.next().map(|p| out.extend_from_slice(p)).is_some()
+        })
+    }
+
+    /// [`TelemetryQueue::append_batch`] with the payloads written by `encode` straight into the
+    /// queue's write buffer (no copy): each call appends one payload to `out` and returns
+    /// `true`, or returns `false` (having written nothing) when there are no more.
+    pub fn append_from(
+        &mut self,
+        recorded_at_ms: u64,
+        encode: impl FnMut(&mut Vec<u8>) -> bool,
+    ) -> Result<Range<u64>> {
+        self.append_with(recorded_at_ms, false, encode)
+    }
+
+    /// Appends telemetry records, each encoded with [`RecordBody::encode_cbor`] straight into
+    /// the write buffer, as [`TelemetryQueue::append_batch`] does. The queue remembers that it
+    /// encoded them ([`RawRecord::encoded_here`]), so an uploader need not check that their
+    /// bytes are well-formed.
+    pub fn append_bodies<B: Borrow<RecordBody>>(
+        &mut self,
+        bodies: impl IntoIterator<Item = B>,
+        recorded_at_ms: u64,
+    ) -> Result<Range<u64>> {
+        let mut bodies = bodies.into_iter();
+        self.append_with(recorded_at_ms, true, |out| {
+            bodies.next().map(|b| b.borrow().encode_cbor(out)).is_some()
+        })
+    }
+
+    fn append_with(
+        &mut self,
+        recorded_at_ms: u64,
+        encoded_here: bool,
+        encode: impl FnMut(&mut Vec<u8>) -> bool,
+    ) -> Result<Range<u64>> {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        let result = self.append_encoded(first, payloads, recorded_at_ms, &mut buf);
+        let result = self.append_encoded(recorded_at_ms, encoded_here, encode, &mut buf);
         self.scratch = buf;
         result
     }
 
-    fn append_encoded<'a>(
+    /// Encodes the batch into `buf` and writes it; on success the batch goes into the memory
+    /// copy if there is room (`buf` is then swapped for a free buffer of the copy).
+    fn append_encoded(
         &mut self,
-        first: u64,
-        payloads: impl IntoIterator<Item = &'a [u8]>,
         recorded_at_ms: u64,
+        encoded_here: bool,
+        mut encode: impl FnMut(&mut Vec<u8>) -> bool,
         buf: &mut Vec<u8>,
-    ) -> Result<std::ops::Range<u64>> {
-        let mut lens = Vec::new();
-        for p in payloads {
-            if p.len() > self.config.max_record_bytes {
+    ) -> Result<Range<u64>> {
+        let first = self.next_seq;
+        let mut end = first;
+        loop {
+            let start = buf.len();
+            buf.extend_from_slice(&[0; RECORD_HEADER]);
+            if !encode(buf) {
+                buf.truncate(start);
+                break;
+            }
+            let len = buf.len() - start - RECORD_HEADER;
+            if len > self.config.max_record_bytes {
                 return Err(AgentError::RecordTooLarge {
-                    len: p.len(),
+                    len,
                     max: self.config.max_record_bytes,
                 });
             }
-            encode_record(buf, first + lens.len() as u64, recorded_at_ms, p);
-            lens.push(p.len() as u32);
+            seal_record(&mut buf[start..], end, recorded_at_ms);
+            end += 1;
         }
-        if lens.is_empty() {
+        if end == first {
             return Ok(first..first);
         }
         self.expire(recorded_at_ms)?;
-        let end = first + lens.len() as u64;
         // Reserve before writing, so a record on disk never carries an unreserved number.
         if end > self.state.seq_reserved {
             self.state.seq_reserved = end.saturating_add(SEQ_RESERVATION);
@@ -651,11 +769,16 @@ impl TelemetryQueue {
         let Some(tail) = self.tail.as_mut() else {
             return Err(AgentError::InvalidConfig("no tail segment"));
         };
-        let seg_path = self.dir.join(segment_name(tail.first_seq));
+        // The path only for errors (formatting it per append showed in profiles).
+        let seg_path = |dir: &Path, first| dir.join(segment_name(first));
         if tail.dirty {
-            tail.file
-                .truncate(tail.good_len)
-                .map_err(|e| AgentError::io("truncate after failed write", &seg_path, e))?;
+            tail.file.truncate(tail.good_len).map_err(|e| {
+                AgentError::io(
+                    "truncate after failed write",
+                    seg_path(&self.dir, tail.first_seq),
+                    e,
+                )
+            })?;
             tail.dirty = false;
         }
         let start_off = tail.good_len;
@@ -677,31 +800,87 @@ impl TelemetryQueue {
             // Cut the partial batch off; if even that fails, remember to retry before the next
             // append (and the checksum hides it from the next open regardless).
             tail.dirty = tail.file.truncate(start_off).is_err();
-            return Err(AgentError::io("append to segment", seg_path, e));
+            return Err(AgentError::io(
+                "append to segment",
+                seg_path(&self.dir, tail.first_seq),
+                e,
+            ));
         }
         tail.good_len += buf.len() as u64;
         let seg_first = tail.first_seq;
-        let mut off = start_off;
-        for (i, len) in lens.iter().enumerate() {
+        let mut at = 0usize;
+        for seq in first..end {
+            let len = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
             let e = Entry {
-                seq: first + i as u64,
+                seq,
                 ts_ms: recorded_at_ms,
                 segment: seg_first,
-                offset: off,
-                len: *len,
+                offset: start_off + at as u64,
+                len,
             };
-            off += e.disk_bytes();
+            at += e.disk_bytes() as usize;
             self.live_bytes += e.disk_bytes();
             self.entries.push_back(e);
         }
         if let Some(s) = self.segments.get_mut(&seg_first) {
-            s.len = off;
+            s.len = start_off + buf.len() as u64;
             s.last_seq = Some(end - 1);
         }
         self.next_seq = end;
         self.last_assigned = end - 1;
+        if encoded_here {
+            match self.encoded_here.back_mut() {
+                Some(r) if r.end == first => r.end = end,
+                _ => self.encoded_here.push_back(first..end),
+            }
+        }
+        self.keep_in_memory(first..end, seg_first, start_off, buf);
         self.enforce_caps()?;
         Ok(first..end)
+    }
+
+    /// Puts the batch just written (`buf`, records `seqs` at `offset` of `segment`) into the
+    /// memory copy if its buffers have room for it, swapping `buf` for a free one of them.
+    fn keep_in_memory(&mut self, seqs: Range<u64>, segment: u64, offset: u64, buf: &mut Vec<u8>) {
+        let cap = self.config.memory_bytes;
+        let mut data = self.spare.pop().unwrap_or_default();
+        let free = data.capacity();
+        let data = if buf.capacity() > 2 * buf.len() + 4096 {
+            // A small batch in a large write buffer: copy it into a buffer of the copy, which
+            // grows to fit if need be, and keep the write buffer.
+            let grown = free.max(buf.len());
+            if self.pool_bytes - free + grown > cap {
+                self.put_back(data);
+                return;
+            }
+            data.clear();
+            data.reserve_exact(buf.len());
+            data.extend_from_slice(buf);
+            data
+        } else {
+            // Swap: the write buffer joins the copy and a free buffer of the copy (or a new,
+            // empty one) becomes the write buffer.
+            if self.pool_bytes - free + buf.capacity() > cap {
+                self.put_back(data);
+                return;
+            }
+            std::mem::swap(buf, &mut data);
+            data
+        };
+        self.pool_bytes = self.pool_bytes - free + data.capacity();
+        self.mem.push_back(MemRun {
+            seqs,
+            segment,
+            offset,
+            data,
+        });
+    }
+
+    /// Returns a buffer taken from `spare` (a new, empty one is just dropped).
+    fn put_back(&mut self, data: Vec<u8>) {
+        if data.capacity() > 0 {
+            self.spare.push(data);
+        }
     }
 
     fn ensure_tail(&mut self, first_seq: u64) -> Result<()> {
@@ -777,7 +956,27 @@ impl TelemetryQueue {
         if let Some(e) = self.entries.pop_front() {
             self.live_bytes -= e.disk_bytes();
             self.state.acked_through = self.state.acked_through.max(e.seq);
+            self.trim_memory();
         }
+    }
+
+    /// Forgets the memory copy, and which numbers this process encoded, at or below the cursor.
+    fn trim_memory(&mut self) {
+        let past = self.state.acked_through.saturating_add(1);
+        while self.mem.front().is_some_and(|r| r.seqs.end <= past) {
+            if let Some(r) = self.mem.pop_front() {
+                self.spare.push(r.data);
+            }
+        }
+        while self.encoded_here.front().is_some_and(|r| r.end <= past) {
+            self.encoded_here.pop_front();
+        }
+    }
+
+    /// Whether this process encoded record `seq` itself ([`TelemetryQueue::append_bodies`]).
+    fn is_encoded_here(&self, seq: u64) -> bool {
+        let i = self.encoded_here.partition_point(|r| r.end <= seq);
+        self.encoded_here.get(i).is_some_and(|r| r.contains(&seq))
     }
 
     /// Drops records recorded before `now_ms - max_age_ms` (counted `by_age`); returns how many.
@@ -835,8 +1034,10 @@ impl TelemetryQueue {
 
     /// The oldest unacknowledged records, in sequence order: at most `max_items`, and at most
     /// `max_bytes` of payload — except that the first record is always returned, however large,
-    /// so one big record cannot stall the queue. Every record is re-verified against its checksum
-    /// as it is read; a mismatch is [`AgentError::CorruptRecord`], never a wrong record.
+    /// so one big record cannot stall the queue. Every record read from a segment file is
+    /// re-verified against its checksum as it is read; a mismatch is
+    /// [`AgentError::CorruptRecord`], never a wrong record. Records in the memory copy (see the
+    /// module docs) are served from it.
     pub fn peek_batch(&self, max_items: usize, max_bytes: usize) -> Result<Vec<QueuedRecord>> {
         let mut raw = RawBatch::default();
         self.peek_raw(max_items, max_bytes, &mut raw)?;
@@ -852,14 +1053,13 @@ impl TelemetryQueue {
             .collect())
     }
 
-    /// [`TelemetryQueue::peek_batch`] into a reusable [`RawBatch`]: the records' bytes are read
-    /// with one `pread` per run of adjacent records and left in `raw.data`, with no allocation
-    /// per record. Every record is re-verified against its checksum.
+    /// [`TelemetryQueue::peek_batch`] into a reusable [`RawBatch`], with no allocation per
+    /// record: the records' bytes are copied from the memory copy where it holds them, else
+    /// read with one `pread` per run of adjacent records (and re-verified against their
+    /// checksums), and left in `raw.data`.
     pub fn peek_raw(&self, max_items: usize, max_bytes: usize, raw: &mut RawBatch) -> Result<()> {
         raw.data.clear();
         raw.records.clear();
-        // Choose the records first, then read each run of adjacent records of one segment with
-        // one `pread` (a batch is usually one or two runs), and check every record in it.
         let mut chosen = 0usize;
         let mut bytes = 0usize;
         for e in self.entries.iter().take(max_items) {
@@ -869,20 +1069,60 @@ impl TelemetryQueue {
             bytes += e.len as usize;
             chosen += 1;
         }
+        let (mut from_memory, mut from_disk) = (0u64, 0u64);
+        // The memory run that may hold entry `i` (runs before it hold only deleted records).
+        let mut m = 0usize;
         let mut i = 0usize;
         while i < chosen {
             let first = self.entries[i];
+            while self.mem.get(m).is_some_and(|r| r.seqs.end <= first.seq) {
+                m += 1;
+            }
+            let run = self.mem.get(m);
+            if let Some(run) = run.filter(|r| r.seqs.contains(&first.seq)) {
+                // Entries are removed from the front only, so the run's records from `first` on
+                // are the next entries, adjacent in the run as they are on disk.
+                let mut j = i + 1;
+                while j < chosen && run.seqs.contains(&self.entries[j].seq) {
+                    j += 1;
+                }
+                let last = self.entries[j - 1];
+                debug_assert_eq!(first.segment, run.segment);
+                let from = (first.offset - run.offset) as usize;
+                let to = (last.offset + last.disk_bytes() - run.offset) as usize;
+                let base = raw.data.len();
+                raw.data.extend_from_slice(&run.data[from..to]);
+                for e in self.entries.range(i..j) {
+                    let start = base + (e.offset - first.offset) as usize + RECORD_HEADER;
+                    raw.records.push(RawRecord {
+                        sequence: e.seq,
+                        recorded_at_ms: e.ts_ms,
+                        payload: start..start + e.len as usize,
+                        encoded_here: self.is_encoded_here(e.seq),
+                        from_memory: true,
+                    });
+                }
+                from_memory += (j - i) as u64;
+                i = j;
+                continue;
+            }
+            // From disk: the run of adjacent records of one segment (up to the next record the
+            // memory copy holds), one `pread`, every record checked.
+            let stop = run.map_or(u64::MAX, |r| r.seqs.start);
             let mut end = first.offset + first.disk_bytes();
             let mut j = i + 1;
             while j < chosen {
                 let e = &self.entries[j];
-                if e.segment != first.segment || e.offset != end {
+                if e.segment != first.segment || e.offset != end || e.seq >= stop {
                     break;
                 }
                 end += e.disk_bytes();
                 j += 1;
             }
-            let path = self.dir.join(segment_name(first.segment));
+            let path = self.segments.get(&first.segment).map_or_else(
+                || self.dir.join(segment_name(first.segment)),
+                |s| s.path.clone(),
+            );
             let f = File::open(&path).map_err(|err| AgentError::io("open segment", &path, err))?;
             let base = raw.data.len();
             raw.data.resize(base + (end - first.offset) as usize, 0);
@@ -897,6 +1137,8 @@ impl TelemetryQueue {
                             sequence: seq,
                             recorded_at_ms: ts,
                             payload: start..start + len,
+                            encoded_here: self.is_encoded_here(seq),
+                            from_memory: false,
                         });
                         off = start + len;
                     }
@@ -908,8 +1150,13 @@ impl TelemetryQueue {
                     }
                 }
             }
+            from_disk += (j - i) as u64;
             i = j;
         }
+        self.read_from_memory
+            .set(self.read_from_memory.get() + from_memory);
+        self.read_from_disk
+            .set(self.read_from_disk.get() + from_disk);
         Ok(())
     }
 
@@ -929,6 +1176,7 @@ impl TelemetryQueue {
             }
         }
         self.state.acked_through = target;
+        self.trim_memory();
         Some((target, n))
     }
 
@@ -944,23 +1192,30 @@ impl TelemetryQueue {
         Ok(n)
     }
 
-    /// Like [`TelemetryQueue::ack_through`], but the cursor is made durable lazily: at once only
-    /// when a whole segment is acknowledged (it is deleted after the cursor is durable, as
-    /// always), else by [`TelemetryQueue::flush_acks`] or the next write of the state file.
-    /// A crash before then brings the records back on reopen and they are uploaded again —
-    /// which costs nothing but bandwidth, since the backend stores each `(device, sequence)`
-    /// once. Records are still deleted from disk only after their acknowledgement is durable.
-    /// This spares the agent two fsyncs per acknowledged batch.
+    /// Like [`TelemetryQueue::ack_through`], but the cursor is made durable lazily: by
+    /// [`TelemetryQueue::flush_acks`] (which the caller runs periodically), the next write of
+    /// the state file, or at once when [`DEFERRED_SEGMENTS`] whole segments are acknowledged
+    /// (which bounds the disk space held by acknowledged records). A crash before then brings
+    /// the records back on reopen and they are uploaded again — which costs nothing but
+    /// bandwidth, since the backend stores each `(device, sequence)` once. Records are still
+    /// deleted from disk only after their acknowledgement is durable. This spares the agent two
+    /// fsyncs per acknowledged batch, and batches segment deletions (one state write and one
+    /// directory fsync for several segments).
     pub fn ack_through_deferred(&mut self, sequence: u64) -> Result<u64> {
         let Some((target, n)) = self.forget_through(sequence) else {
             return Ok(0);
         };
         self.ack_dirty = true;
         let tail_first = self.tail.as_ref().map(|t| t.first_seq);
-        let segment_done = self.segments.iter().next().is_some_and(|(first, seg)| {
-            Some(*first) != tail_first && seg.last_seq.is_none_or(|l| l <= target)
-        });
-        if segment_done {
+        let done = self
+            .segments
+            .iter()
+            .take_while(|(first, seg)| {
+                Some(**first) != tail_first && seg.last_seq.is_none_or(|l| l <= target)
+            })
+            .take(DEFERRED_SEGMENTS)
+            .count();
+        if done >= DEFERRED_SEGMENTS {
             self.flush_acks()?;
         }
         Ok(n)
@@ -999,6 +1254,8 @@ impl TelemetryQueue {
             acked_through: self.state.acked_through,
             dropped: self.state.dropped,
             corrupt_segments: self.state.corrupt,
+            read_from_memory: self.read_from_memory.get(),
+            read_from_disk: self.read_from_disk.get(),
         }
     }
 

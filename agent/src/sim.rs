@@ -92,10 +92,17 @@ pub struct SimSummary {
     pub shadow: Option<u64>,
     /// Rollback floor.
     pub floor: u64,
-    /// Process CPU time (user + system), ms.
+    /// Process CPU time (user + system), ms: the agent and the simulated frame path together.
     pub cpu_ms: u64,
+    /// Of `cpu_ms`, what the simulated frame path's thread took (making the events and pushing
+    /// them into the hand-off: the app's work, not the agent's), ms; `None` where the thread had
+    /// not finished or its CPU time cannot be read.
+    pub producer_cpu_ms: Option<u64>,
     /// Model bytes received.
     pub download_bytes: u64,
+    /// Records read for upload from the queue's memory copy, and read back from its segment
+    /// files ([`crate::queue::QueueStats`]; a record sent twice counts twice).
+    pub read_from: [u64; 2],
 }
 
 /// CPU time of this process (user + system) in milliseconds, from `/proc/self/stat`.
@@ -107,6 +114,14 @@ pub fn process_cpu_ms() -> u64 {
 /// be read.
 pub fn cpu_ms_of(pid: u32) -> Option<u64> {
     cpu_ms_of_stat(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system) of the calling thread in nanoseconds, from
+/// `/proc/thread-self/schedstat` (its first field, time spent on a CPU); `None` if it cannot be
+/// read.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 fn cpu_ms_of_stat(path: &str) -> Option<u64> {
@@ -272,11 +287,14 @@ pub fn run_blocking(
     let generated_all = Arc::new(AtomicBool::new(cfg.events_total == 0));
     let drained_all = Arc::new(AtomicBool::new(cfg.events_total == 0));
     let appended = Arc::new(AtomicU64::new(0));
+    // The frame thread's own CPU time, stored as it ends (u64::MAX: unknown or not ended).
+    let producer_cpu_ns = Arc::new(AtomicU64::new(u64::MAX));
     let class = Label::new(cfg.agent.device_class.clone())?;
     {
         let slot = Arc::clone(&slot);
         let shadow_slot = Arc::clone(&shadow_slot);
         let generated_all = Arc::clone(&generated_all);
+        let producer_cpu_ns = Arc::clone(&producer_cpu_ns);
         let (total, rate) = (cfg.events_total, cfg.events_per_sec);
         let window_len = cfg.shadow_window.max(1) as usize;
         std::thread::Builder::new()
@@ -322,6 +340,9 @@ pub fn run_blocking(
                     }
                     tap.push(RecordBody::Shadow(r));
                 }
+                if let Some(ns) = thread_cpu_ns() {
+                    producer_cpu_ns.store(ns, Ordering::Relaxed);
+                }
                 generated_all.store(true, Ordering::Release);
             })
             .map_err(|e| AgentError::io("spawn frame thread", Path::new("-"), e))?;
@@ -339,18 +360,25 @@ pub fn run_blocking(
             .spawn(move || {
                 loop {
                     let done = generated_all.load(Ordering::Acquire);
-                    let n = {
+                    let (n, was_empty) = {
                         let mut q = queue
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        drain.drain_into(&mut q, DRAIN_BATCH, unix_ms(), |body, out| {
-                            body.encode_cbor(out);
-                        })
+                        let was_empty = q.stats().items == 0;
+                        (
+                            drain.drain_records_into(&mut q, DRAIN_BATCH, unix_ms()),
+                            was_empty,
+                        )
                     };
                     match n {
                         Ok(n) if n > 0 => {
                             appended.fetch_add(n as u64, Ordering::Relaxed);
-                            new_events.notify_one();
+                            // Wake the session only if it may be idle for want of records: while
+                            // the queue holds some, it comes back for more by itself (after each
+                            // acknowledgement, or at its next tick).
+                            if was_empty {
+                                new_events.notify_one();
+                            }
                             if n < DRAIN_BATCH && !done {
                                 // Not backlogged: let a batch gather rather than wake (and
                                 // write) per handful of events.
@@ -457,6 +485,10 @@ pub fn run_blocking(
         shadow: shadow_slot.version(),
         floor,
         cpu_ms: process_cpu_ms(),
+        producer_cpu_ms: Some(producer_cpu_ns.load(Ordering::Relaxed))
+            .filter(|ns| *ns != u64::MAX)
+            .map(|ns| (ns + 500_000) / 1_000_000),
         download_bytes: counters.download_bytes.load(Ordering::Relaxed),
+        read_from: [st.read_from_memory, st.read_from_disk],
     })
 }

@@ -332,7 +332,10 @@ fn run_device(a: RunArgs) -> anyhow::Result<()> {
         "shadow": summary.shadow,
         "floor": summary.floor,
         "cpu_ms": summary.cpu_ms,
+        "producer_cpu_ms": summary.producer_cpu_ms,
+        "agent_cpu_ms": summary.producer_cpu_ms.map(|p| summary.cpu_ms.saturating_sub(p)),
         "download_bytes": summary.download_bytes,
+        "read_from": { "memory": summary.read_from[0], "disk": summary.read_from[1] },
     }));
     Ok(())
 }

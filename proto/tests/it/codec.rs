@@ -311,7 +311,9 @@ fn any_float() -> impl Strategy<Value = f32> {
 
 proptest! {
     /// The hand-written body encoder writes exactly what ciborium writes, for either kind of
-    /// body and floats of every kind.
+    /// body and floats of every kind; so what it writes is one well-formed CBOR item that
+    /// decodes as a `RecordBody` — which is why the agent does not check the records it encoded
+    /// itself before upload.
     #[test]
     fn record_body_encoder_matches_ciborium(
         rec in crate::strategies::record(),
@@ -331,5 +333,7 @@ proptest! {
         let mut got = vec![0xaa];
         body.encode_cbor(&mut got);
         prop_assert_eq!(&got[1..], &want[..]);
+        prop_assert!(sextant_proto::check_item(&got[1..]).is_ok());
+        prop_assert!(ciborium::from_reader::<RecordBody, _>(&got[1..]).is_ok());
     }
 }
