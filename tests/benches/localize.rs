@@ -28,7 +28,8 @@ use sextant_sim::{Capturer, Photometric, Scene, TrajectorySpec};
 const MAP_FRAMES: usize = 200;
 const KEYPOINTS: usize = 3000;
 /// Names the keypoint detector's arithmetic in the cache key: bump it when the detector's
-/// output changes, so a map cached by an older detector is rebuilt.
+/// output changes, so a map cached by an older detector is rebuilt (its settings are in the key
+/// as well).
 const DETECTOR: &str = "st-int";
 
 fn camera() -> Camera {
@@ -39,8 +40,13 @@ fn cache_path(model: &DescriptorModel) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let f = FeatureConfig::localization();
     target.join("sextant-bench").join(format!(
-        "plaza-{MAP_FRAMES}x2-{KEYPOINTS}kp-{DETECTOR}-{}.sxmap",
+        "plaza-{MAP_FRAMES}x2-{KEYPOINTS}kp-{DETECTOR}-L{}s{}g{}c{}-{}.sxmap",
+        f.levels,
+        f.scale_factor,
+        f.grid_cell,
+        f.cells_per_keypoint,
         &model.info().sha256[..16]
     ))
 }
