@@ -3,12 +3,14 @@
 //! # How the pieces fit
 //!
 //! A [`Frame`] in any pixel format is reduced to gray ([`Frame::to_gray_into`]), written straight
-//! into level 0 of an image pyramid (scale factor 1.3 by default, [`pyramid`]-style bilinear
+//! into level 0 of an image pyramid (16 levels of scale factor 1.1 by default, 8 of 1.3 for
+//! maps and localisation — [`FeatureConfig::localization`]; separable bilinear
 //! down-sampling). On every level a Shi–Tomasi corner response (minimum eigenvalue of the
 //! smoothed gradient structure tensor) is computed; its strict 3×3 local maxima are the
 //! candidates. Each level gets a share of the keypoint budget proportional to `1/s^l` (as in
 //! ORB), and within a level a grid-bucketed selection takes every cell's best corner before any
-//! cell's second, so keypoints spread over the image. Each kept corner gets a sub-pixel position
+//! cell's second, so keypoints spread over the image (cells sized by the level's budget,
+//! [`FeatureConfig::cells_per_keypoint`]). Each kept corner gets a sub-pixel position
 //! (a parabola through the response), an orientation (intensity centroid over a disc of radius
 //! 15 level pixels) and a `PATCH x PATCH` patch sampled on a grid rotated by that orientation,
 //! one level pixel apart — so the patch covers `size = PATCH * scale` level-0 pixels.
@@ -122,7 +124,7 @@ pub struct Keypoint {
 pub struct FeatureConfig {
     /// Most keypoints returned per image.
     pub max_keypoints: usize,
-    /// Most pyramid levels.
+    /// Most pyramid levels (1 ..= 16).
     pub levels: usize,
     /// Scale factor between pyramid levels (1.05 ..= 2.0).
     pub scale_factor: f32,
