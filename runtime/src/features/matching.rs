@@ -30,6 +30,7 @@ use super::FeatureError;
 pub const MAX_DIM: usize = 4096;
 
 /// Train descriptors widened per chunk (fits L2 with the queries).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const CHUNK: usize = 512;
 
 /// A borrowed set of int8 descriptors of one dimension, row-major.
@@ -278,9 +279,14 @@ pub struct Matcher {
     auto: bool,
     best: Vec<Best2>,
     reverse: Vec<Best2>,
+    // Widened descriptors and norms for the x86 kernels (unused by the portable one).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     q16: Vec<i16>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     qnorm: Vec<i32>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     t16: Vec<i16>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     tnorm: Vec<i32>,
     gathered: Vec<i8>,
     grid_train: Grid,
