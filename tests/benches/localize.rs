@@ -8,6 +8,9 @@
 //! passes through every query frame — the figures README quotes. `SEXTANT_BENCH_BACKEND=gpu`
 //! runs the features and descriptors on the GPU.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use sextant_runtime::clock::thread_cpu_seconds;
 use sextant_runtime::descriptor::DescriptorModel;
 use sextant_runtime::features::FeatureConfig;
 use sextant_runtime::localize::{Localization, Localizer, LocalizerConfig, Mode, Prior, Query};
-use sextant_runtime::map::{Map, MapBuildConfig, MapBuilder, MapFrame, encode_map};
+use sextant_runtime::map::{Map, MapBuildConfig, MapBuilder, encode_map};
 use sextant_runtime::{Camera, GrayImage, Pose};
 use sextant_sim::encode::rgb_to_gray;
 use sextant_sim::{Capturer, Photometric, Scene, TrajectorySpec};
@@ -83,15 +86,7 @@ fn build_map(model: &DescriptorModel) -> Map {
             .expect("generate");
         for (i, pose) in traj.poses.iter().enumerate() {
             let c = capturer.capture(&scene, pose, &Photometric::nominal(), seed, i as u64);
-            let gray = rgb_to_gray(&c.rgb);
-            builder
-                .add_frame(&MapFrame {
-                    gray: &gray,
-                    camera: &cam,
-                    pose: &c.pose,
-                    depth: Some(&c.depth),
-                })
-                .expect("add frame");
+            common::add_capture(&mut builder, &cam, &c);
         }
     }
     let (contents, _) = builder.build().expect("build");

@@ -5,15 +5,17 @@
 //! Runs on whatever Vulkan adapter exists (lavapipe in CI). Without one each test prints a loud
 //! skip, or fails when `SEXTANT_REQUIRE_GPU=1`.
 
+mod common;
+
 use sextant_runtime::backend::{Backend, BackendKind, Selection, select};
 use sextant_runtime::descriptor::{DESCRIPTOR_DIM, DescriptorModel};
 use sextant_runtime::features::{
     DescriptorSet, FeatureConfig, FeaturePipeline, MatchConfig, Matcher,
 };
 use sextant_runtime::gpu::GpuMatcher;
-use sextant_runtime::map::{MapBuildConfig, MapBuilder, MapFrame, encode_map};
+use sextant_runtime::map::{MapBuildConfig, MapBuilder, encode_map};
 use sextant_runtime::{Camera, PixelFormat};
-use sextant_sim::encode::{encode, rgb_to_gray};
+use sextant_sim::encode::encode;
 use sextant_sim::{Capture, Capturer, Photometric, Scene, TrajectorySpec};
 
 fn camera() -> Camera {
@@ -145,15 +147,7 @@ fn a_map_built_on_the_gpu_is_the_map_built_on_the_cpu() {
         let model = DescriptorModel::embedded_default().expect("model");
         let mut builder = MapBuilder::new(config, model).expect("builder");
         for c in &frames {
-            let gray = rgb_to_gray(&c.rgb);
-            builder
-                .add_frame(&MapFrame {
-                    gray: &gray,
-                    camera: &cam,
-                    pose: &c.pose,
-                    depth: Some(&c.depth),
-                })
-                .expect("add frame");
+            common::add_capture(&mut builder, &cam, c);
         }
         let (contents, _) = builder.build().expect("build");
         encode_map(&contents).expect("encode")

@@ -2,15 +2,17 @@
 //! a place not in the map, a tracking sequence whose prior goes wrong, determinism, map files
 //! on disk (round trip, corruption).
 
+mod common;
+
 use std::sync::{Arc, OnceLock};
 
 use nalgebra::{UnitQuaternion, Vector3};
 use sextant_runtime::backend::Backend;
 use sextant_runtime::descriptor::DescriptorModel;
 use sextant_runtime::localize::{FailureReason, Localizer, LocalizerConfig, Mode, Prior, Query};
-use sextant_runtime::map::{Map, MapBuildConfig, MapBuilder, MapContents, MapFrame, encode_map};
+use sextant_runtime::map::{Map, MapBuildConfig, MapBuilder, MapContents, encode_map};
 use sextant_runtime::{Camera, Frame, PixelFormat, Pose};
-use sextant_sim::encode::{encode, rgb_to_gray};
+use sextant_sim::encode::encode;
 use sextant_sim::{Capture, Capturer, Photometric, Scene, TrajectorySpec};
 
 fn camera() -> Camera {
@@ -42,15 +44,7 @@ fn room_map() -> &'static (MapContents, Vec<u8>) {
         let cam = camera();
         for (traj, seed) in [("orbit:frames=16", 1), ("walk:frames=16", 2)] {
             for c in render("room", traj, &Photometric::nominal(), seed) {
-                let gray = rgb_to_gray(&c.rgb);
-                builder
-                    .add_frame(&MapFrame {
-                        gray: &gray,
-                        camera: &cam,
-                        pose: &c.pose,
-                        depth: Some(&c.depth),
-                    })
-                    .expect("add frame");
+                common::add_capture(&mut builder, &cam, &c);
             }
         }
         let (contents, stats) = builder.build().expect("build");
