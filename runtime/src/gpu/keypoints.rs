@@ -277,19 +277,7 @@ impl GpuKeypoints {
     /// counting each reallocation of a growing buffer: constant once the largest frame has been
     /// seen.
     pub fn buffer_allocations(&self) -> u64 {
-        [
-            &self.pyr,
-            &self.tmp,
-            &self.tensor,
-            &self.resp,
-            &self.cands,
-            &self.taps,
-            &self.items,
-            &self.out,
-        ]
-        .iter()
-        .map(|b| b.allocations())
-        .sum::<u64>()
+        self.storage().iter().map(|b| b.allocations()).sum::<u64>()
             + self.read_cands.allocations()
             + self.read_gray.allocations()
             + self.read_out.allocations()
@@ -447,17 +435,22 @@ impl GpuKeypoints {
             self.ctx.device(),
             &self.layout,
             &self.params,
-            [
-                &self.pyr,
-                &self.tmp,
-                &self.tensor,
-                &self.resp,
-                &self.cands,
-                &self.taps,
-                &self.items,
-                &self.out,
-            ],
+            self.storage(),
         );
+    }
+
+    /// The storage buffers, in their binding order (bindings 1 to 8).
+    fn storage(&self) -> [&GrowableBuffer; 8] {
+        [
+            &self.pyr,
+            &self.tmp,
+            &self.tensor,
+            &self.resp,
+            &self.cands,
+            &self.taps,
+            &self.items,
+            &self.out,
+        ]
     }
 
     /// Records `dispatches` (with their parameter records) into one compute pass.
