@@ -25,9 +25,10 @@
 //! (grey level / pixel)², invariant to rotation and to brightness offsets, scaling with contrast
 //! squared.
 //!
-//! On the CPU `D` is computed in f64 (exact below 2^53) and `floor(sqrt(D))` with the correctly
-//! rounded f64 square root, which is exact for `D < 2^52` (checked against an integer square root
-//! in the tests). The loops run over equal-length shifted slices so they auto-vectorise.
+//! On the CPU `D` is computed in f64 (exact below 2^53) and `floor(sqrt(D))` from the f32 square
+//! root, corrected by one exact step each way ([`isqrt_below_2_pow_47`], with the proof; checked
+//! against an integer square root in the tests). The loops run over equal-length shifted slices
+//! so they auto-vectorise.
 
 use crate::image::GrayImage;
 
@@ -154,12 +155,26 @@ pub(crate) fn eigen_response(a: i32, b: i32, c: i32) -> f32 {
     let b = f64::from(b);
     // Exact: every term is an integer below 2^53, and Rust never fuses the multiply-add.
     let disc = d * d + 4.0 * (b * b);
-    // Truncation is the floor (sqrt >= 0) and, below 2^52, floor(sqrt(D)) = isqrt(D).
-    // SAFETY: D < 2^47, so its square root is finite, >= 0 and below 2^24: it fits an i32, and
-    // the unchecked conversion (one vector instruction, where `as` saturates) is exact.
-    let s = unsafe { disc.sqrt().to_int_unchecked::<i32>() };
+    let s = isqrt_below_2_pow_47(disc);
     let l2 = ((a + c) - s).max(0);
     l2 as f32 * (1.0 / 512.0)
+}
+
+/// `floor(sqrt(D))` of an integer `0 <= D < 2^47` held exactly in an f64.
+///
+/// The square root is taken in f32 (in vector form several times cheaper than f64's) and made
+/// exact by one correction step each way, in exact f64 arithmetic. Why one step suffices:
+/// rounding `D` to f32 moves `sqrt(D)` by at most `sqrt(D)·2^-25 < 0.36` (`sqrt(D) < 2^23.5`), the
+/// rounded f32 square root adds at most half an ulp, `<= 0.5` below 2^24, so the truncated
+/// estimate is within 1 of `floor(sqrt(D))`; `s²` and `(s+1)²` are below 2^48, exact in f64.
+#[inline(always)]
+pub(crate) fn isqrt_below_2_pow_47(disc: f64) -> i32 {
+    let s = f64::from((disc as f32).sqrt().trunc());
+    let s =
+        s - f64::from(u8::from(s * s > disc)) + f64::from(u8::from((s + 1.0) * (s + 1.0) <= disc));
+    // SAFETY: 0 <= s < 2^24 (the floor of a square root of D < 2^47), so it fits an i32 and the
+    // unchecked conversion (one vector instruction, where `as` saturates) is exact.
+    unsafe { s.to_int_unchecked::<i32>() }
 }
 
 /// The five shifted windows of a 5-tap filter over `a` for outputs `3..3 + m`.
@@ -269,15 +284,20 @@ mod tests {
         lo
     }
 
-    /// `floor(sqrt(D as f64))` equals the integer square root for every `D` the response can
-    /// produce (`D < 2^47`), tested where it could fail: around every perfect square `k²`
+    /// `floor(sqrt(D as f64))` and `isqrt_below_2_pow_47` (the f32 estimate corrected) equal the
+    /// integer square root for every `D` the response can produce (`D < 2^47`), tested where it could fail: around every perfect square `k²`
     /// (`k² − 1`, `k²`, `k² + 1`, `k² + 2k` = `(k+1)² − 1`) for small `k`, for a sweep of `k`
     /// up to `2^23.5`, and at the top of the range.
     #[test]
-    fn f64_square_root_floor_is_the_exact_integer_square_root_below_2_pow_47() {
+    fn square_root_floors_are_the_exact_integer_square_root_below_2_pow_47() {
         let check = |d: u64| {
             let by_f64 = (d as f64).sqrt() as u64;
             assert_eq!(by_f64, isqrt_exact(d), "D = {d}");
+            assert_eq!(
+                isqrt_below_2_pow_47(d as f64) as u64,
+                isqrt_exact(d),
+                "D = {d} (f32 path)"
+            );
         };
         let top = (1u64 << 47) - 1;
         let kmax = isqrt_exact(top);
