@@ -12,6 +12,26 @@ fn err(e: impl std::fmt::Display) -> DescriptorError {
     DescriptorError::Tract(format!("{e:#}"))
 }
 
+/// Takes Intel AMX int8 out of tract's instruction set, unless the deployer set `TRACT_CPU_ISA`.
+///
+/// tract-linalg 0.23.9's AMX int8 matrix kernel (`avx512amx_mmm_i32_8x8`) crashes now and then:
+/// SIGSEGV at a `tileloadd`, in about 7 % of the runs of `runtime_kernels_agree_with_tract_on_real_patches`
+/// on this project's Sapphire Rapids dev VM (caught under gdb, 2026-11-26). Without AMX tract
+/// picks its AVX-512 VNNI kernels, which give the same integers. The setting must land before
+/// tract first probes the machine (it memoises the probe), so it is made before every load
+/// here; an app that runs tract elsewhere first should set `TRACT_CPU_ISA=-amx-int8` itself.
+fn avoid_tract_amx() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("TRACT_CPU_ISA").is_none() {
+                tract_onnx::tract_core::knobs::set_str("TRACT_CPU_ISA", "-amx-int8");
+            }
+        });
+    }
+}
+
 /// A descriptor model loaded, type-checked and optimised by tract, with a symbolic batch.
 #[derive(Debug, Clone)]
 pub struct TractModel {
@@ -23,6 +43,7 @@ impl TractModel {
     /// Loads an ONNX descriptor model (input `u8 [N,1,32,32]`, output `i8 [N, D]`) from memory.
     /// Never panics: any failure is a [`DescriptorError::Tract`].
     pub fn from_onnx_bytes(bytes: &[u8]) -> Result<TractModel> {
+        avoid_tract_amx();
         let load = || -> TractResult<(Arc<TypedRunnableModel>, usize)> {
             let mut model = tract_onnx::onnx()
                 .with_ignore_value_info(true)
